@@ -1,0 +1,52 @@
+# SMVM: two commands on a fresh machine with Python 3.11 and make:
+#   make run   - set up, start the mesh, submit examples/idea.json over REST, print the decision, stop
+#   make test  - set up and run the test suite
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTOS := $(shell find protos/smvm -name '*.proto')
+GEN_STAMP := smvm/v1/.generated
+
+.PHONY: install proto lint-proto test run up bench clean
+
+install: $(STAMP) $(GEN_STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+proto: $(STAMP)
+	rm -f $(GEN_STAMP)
+	$(MAKE) $(GEN_STAMP)
+
+# Python stubs and a descriptor set (for Envoy's grpc_json_transcoder) from protos/.
+$(GEN_STAMP): $(PROTOS) $(STAMP)
+	rm -rf smvm/v1 && mkdir -p smvm/v1 build
+	$(PY) -m grpc_tools.protoc -Iprotos \
+	  --python_out=. --pyi_out=. --grpc_python_out=. \
+	  --include_imports --descriptor_set_out=build/smvm_descriptor.pb \
+	  $(PROTOS)
+	touch smvm/v1/__init__.py $(GEN_STAMP)
+
+lint-proto: $(STAMP)
+	$(VENV)/bin/buf lint
+
+test: install
+	$(PY) -m pytest -q
+
+run: install
+	$(VENV)/bin/smvm demo examples/idea.json
+
+up: install
+	$(VENV)/bin/smvm up
+
+bench: install
+	$(PY) benchmarks/sim_kernel.py
+
+clean:
+	rm -rf $(VENV) smvm/v1 build .pytest_cache

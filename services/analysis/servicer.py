@@ -1,0 +1,24 @@
+"""AnalysisService: a thin gRPC layer over services.analysis.decide."""
+
+from __future__ import annotations
+
+import asyncio
+
+from smvm.config import Settings
+from smvm.server import ServiceHost
+from smvm.v1 import analysis_service_pb2 as pb, analysis_service_pb2_grpc as pb_grpc
+
+from services.analysis.decide import analyze
+
+
+class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
+    async def Analyze(self, request: pb.AnalyzeRequest, context) -> pb.AnalyzeResponse:
+        return await asyncio.to_thread(analyze, request)
+
+
+def build_host(settings: Settings, address: str | None = None) -> ServiceHost:
+    def register(server):
+        pb_grpc.add_AnalysisServiceServicer_to_server(AnalysisServicer(), server)
+        return [pb.DESCRIPTOR.services_by_name["AnalysisService"].full_name]
+
+    return ServiceHost("analysis", address or settings.analysis_addr, register, grace_s=settings.grace_period_s)

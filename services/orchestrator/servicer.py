@@ -1,0 +1,386 @@
+"""ValidationService: the gRPC face of the REST API, over the run store and the pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import platform
+import time
+from urllib.parse import urlsplit
+
+import grpc
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from smvm import __version__, correlation
+from smvm.config import Settings
+from smvm.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from smvm.ids import check_id, new_run_id, run_id_from, validation_id
+from smvm.server import ServiceHost
+from smvm.v1 import (
+    decision_pb2,
+    idea_pb2,
+    ingestion_service_pb2,
+    market_pb2,
+    run_pb2,
+    simulation_pb2,
+    validation_service_pb2 as vpb,
+    validation_service_pb2_grpc as vgrpc,
+)
+
+from services.orchestrator import simconfig
+from services.orchestrator.pipeline import Pipeline, RunContext, StageClients, to_dict
+from services.orchestrator.rundir import RunDirectory, iso, utcnow
+from services.orchestrator.store import RunRecord, RunStore, parse_time
+
+log = logging.getLogger(__name__)
+
+# (field, default, minimum, maximum) of RunConfiguration; 0 means "use the default".
+_LIMITS = {
+    "persona_count": (simconfig.DEFAULTS["persona_count"], 1, 20),
+    "competitor_count": (simconfig.DEFAULTS["competitor_count"], 1, 50),
+    "timeout_seconds": (simconfig.DEFAULTS["timeout_seconds"], 1, 86_400),
+    "months": (simconfig.DEFAULTS["months"], 1, 120),
+    "price_points": (simconfig.DEFAULTS["price_points"], 2, 200),
+}
+READY_STATES = ("DECISION_READY", "COMPLETED")
+
+
+def _ts(value: str) -> timestamp_pb2.Timestamp | None:
+    parsed = parse_time(value)
+    if parsed is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(parsed)
+    return ts
+
+
+def status_message(record: RunRecord, run_directory: str) -> run_pb2.RunStatus:
+    status = run_pb2.RunStatus(
+        run_id=record.run_id,
+        validation_id=validation_id(record.run_id),
+        project_id=record.project_id,
+        state=run_pb2.RunState.Value(f"RUN_STATE_{record.state}"),
+        current_stage=record.current_stage,
+        progress=record.progress,
+        stage_results=record.stage_results,
+        error=record.error,
+        run_directory=run_directory,
+        correlation_id=record.correlation_id,
+        recommendation=record.recommendation,
+    )
+    for field in ("created_at", "updated_at", "estimated_completion", "completed_at", "finalized_at"):
+        ts = _ts(getattr(record, field))
+        if ts is not None:
+            getattr(status, field).CopyFrom(ts)
+    return status
+
+
+def normalise_configuration(cfg: run_pb2.RunConfiguration, settings: Settings) -> run_pb2.RunConfiguration:
+    """Fill defaults and check ranges, naming the offending field."""
+    out = run_pb2.RunConfiguration()
+    out.CopyFrom(cfg)
+    iterations = cfg.simulation_iterations or simconfig.DEFAULTS["simulation_iterations"]
+    if not 1 <= iterations <= settings.max_iterations:
+        raise InvalidArgument("configuration.simulation_iterations", f"must be between 1 and {settings.max_iterations}")
+    out.simulation_iterations = iterations
+    for field, (default, low, high) in _LIMITS.items():
+        value = getattr(cfg, field) or default
+        if not low <= value <= high:
+            raise InvalidArgument(f"configuration.{field}", f"must be between {low} and {high}")
+        setattr(out, field, value)
+    if cfg.max_tokens_per_run < 0:
+        raise InvalidArgument("configuration.max_tokens_per_run", "must not be negative")
+    out.max_tokens_per_run = cfg.max_tokens_per_run or simconfig.DEFAULTS["max_tokens_per_run"]
+    return out
+
+
+def check_callback_url(field: str, url: str) -> str:
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidArgument(field, "must be an absolute http(s) URL")
+    if parts.username or parts.password:
+        raise InvalidArgument(field, "must not carry credentials")
+    return url
+
+
+def request_digest(request: vpb.SubmitRunRequest) -> str:
+    """Digest of what a submission asks for; the correlation id and timestamps do not count."""
+    copy = vpb.SubmitRunRequest()
+    copy.CopyFrom(request)
+    copy.correlation_id = ""
+    copy.metadata.initiated_at = ""
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+class ValidationServicer(vgrpc.ValidationServiceServicer):
+    def __init__(self, settings: Settings, store: RunStore, clients: StageClients):
+        self.settings = settings
+        self.store = store
+        self.clients = clients
+        self.pipeline = Pipeline(settings, store, clients)
+        self._tasks: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+    def recover(self) -> None:
+        """Runs left active by a previous process cannot be resumed yet: end them visibly."""
+        for record in self.store.load():
+            self.store.update(
+                record.run_id, "run.failed", state="FAILED",
+                error="interrupted: the orchestrator restarted during the run; resubmit with a new run_id",
+                payload={"reason": "orchestrator_restart"},
+            )
+
+    async def shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ RPCs
+    async def SubmitRun(self, request: vpb.SubmitRunRequest, context) -> vpb.SubmitRunResponse:
+        project_id = check_id("project_id", request.project_id)
+        if request.run_id:
+            check_id("run_id", request.run_id)
+        has_idea, has_business = request.HasField("idea"), request.HasField("business_idea")
+        if has_idea == has_business:
+            raise InvalidArgument(
+                "business_idea" if not has_idea else "idea",
+                "exactly one of `idea` or `business_idea` is required",
+            )
+        configuration = normalise_configuration(request.configuration, self.settings)
+        callback_url = check_callback_url("callback_url", request.callback_url) or check_callback_url(
+            "metadata.callback_url", request.metadata.callback_url
+        )
+        digest = request_digest(request)
+
+        if request.run_id and (existing := self.store.find(request.run_id)) is not None:
+            return self._replay(existing, digest)
+
+        shape = "idea" if has_idea else "business_idea"
+        normalize = ingestion_service_pb2.NormalizeIdeaRequest(**{shape: getattr(request, shape)})
+        try:
+            idea = (await self.clients.ingestion.NormalizeIdea(normalize, timeout=self.settings.stage_timeout_s)).idea
+        except grpc.aio.AioRpcError as err:
+            # Pass the stage's verdict (and its field details) through unchanged.
+            await context.abort(err.code(), err.details(), err.trailing_metadata())
+
+        async with self.store.lock:
+            run_id = request.run_id or new_run_id()
+            if (existing := self.store.find(run_id)) is not None:
+                return self._replay(existing, digest)
+            now = utcnow()
+            seed = configuration.seed if configuration.HasField("seed") else simconfig.root_seed(project_id, run_id)
+            configuration.seed = seed
+            estimate = min(configuration.timeout_seconds, 120)
+            record = RunRecord(
+                run_id=run_id,
+                project_id=project_id,
+                state="INITIATED",
+                created_at=iso(now),
+                updated_at=iso(now),
+                estimated_completion=iso(now.fromtimestamp(now.timestamp() + estimate, now.tzinfo)),
+                request_sha256=digest,
+                correlation_id=correlation.get() or request.correlation_id or correlation.new_id(),
+                seed=seed,
+                source_shape=shape,
+                initiated_by=request.metadata.initiated_by,
+                callback_url=callback_url,
+                timeout_seconds=configuration.timeout_seconds,
+                configuration=json_format.MessageToDict(configuration, preserving_proto_field_name=True),
+            )
+            record.stage_results["ingestion"] = "completed"
+            record.progress = 0.05
+            rundir = RunDirectory(self.settings.runs_dir, project_id, run_id)
+            response = self._submit_response(record, rundir, idea)
+            record.submit_response = json_format.MessageToDict(response, preserving_proto_field_name=True)
+            self.store.create(record, rundir, actor=request.metadata.initiated_by or "tractionbuild")
+            rundir.write_json("idea.input.json", {"source_shape": shape, "idea": to_dict(idea)})
+
+        ctx = RunContext(
+            run_id=run_id, project_id=project_id, idea=idea, configuration=configuration, seed=seed,
+            deadline=time.monotonic() + configuration.timeout_seconds,
+        )
+        task = asyncio.create_task(self.pipeline.execute(ctx), name=f"run:{run_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return response
+
+    def _replay(self, existing: RunRecord, digest: str) -> vpb.SubmitRunResponse:
+        if existing.request_sha256 != digest:
+            raise AlreadyExists(
+                f"run {existing.run_id} already exists with different content", reason="RUN_ID_CONFLICT"
+            )
+        response = json_format.ParseDict(existing.submit_response, vpb.SubmitRunResponse())
+        response.replayed = True
+        return response
+
+    def _submit_response(self, record: RunRecord, rundir: RunDirectory, idea: idea_pb2.Idea) -> vpb.SubmitRunResponse:
+        base = self.settings.public_base_url.rstrip("/")
+        return vpb.SubmitRunResponse(
+            run_id=record.run_id,
+            validation_id=validation_id(record.run_id),
+            project_id=record.project_id,
+            status=run_pb2.RUN_STATE_INITIATED,
+            estimated_completion=_ts(record.estimated_completion),
+            run_directory=str(rundir.path),
+            validation_results=vpb.ValidationResults(
+                schema_compliance="passed",
+                business_logic_check="passed_with_warnings" if idea.warnings else "passed",
+                risk_assessment="pending_simulation",
+                recommendations=list(idea.warnings),
+            ),
+            webhook_urls=vpb.WebhookUrls(
+                status_updates=f"{base}/api/v1/validation/{record.run_id}/status",
+                completion=f"{base}/api/v1/validation/{record.run_id}/results",
+            ),
+            metadata=vpb.ResponseMetadata(
+                created_at=_ts(record.created_at), python_version=platform.python_version(), smvm_version=__version__
+            ),
+            correlation_id=record.correlation_id,
+        )
+
+    def _record(self, any_id: str) -> RunRecord:
+        return self.store.get(check_id("run_id", run_id_from(any_id)))
+
+    def _status(self, record: RunRecord) -> run_pb2.RunStatus:
+        return status_message(record, str(self.store.rundir(record.run_id).path))
+
+    async def GetRunStatus(self, request, context) -> vpb.GetRunStatusResponse:
+        return vpb.GetRunStatusResponse(status=self._status(self._record(request.run_id)))
+
+    async def GetRunResults(self, request, context) -> vpb.GetRunResultsResponse:
+        record = self._record(request.run_id)
+        if record.state not in READY_STATES:
+            detail = f" ({record.error})" if record.error else ""
+            raise FailedPrecondition(f"run {record.run_id} has no results: status {record.state}{detail}", reason="NOT_READY")
+        rundir = self.store.rundir(record.run_id)
+        response = vpb.GetRunResultsResponse(status=self._status(record))
+        decision_doc = rundir.read_json("outputs/decision.output.json")
+        json_format.ParseDict(decision_doc["decision"], response.decision)
+        response.review.verdict = decision_pb2.ReviewVerdict.Value(f"REVIEW_VERDICT_{decision_doc['review']['verdict']}")
+        for reason in decision_doc["review"]["reasons"]:
+            json_format.ParseDict(reason, response.review.reasons.add())
+        response.review.policy_version = decision_doc["review"].get("policy_version", "")
+        json_format.ParseDict(rundir.read_json("idea.input.json")["idea"], response.idea)
+        personas = rundir.read_json("outputs/personas.output.json")
+        for persona in personas.get("personas", []):
+            json_format.ParseDict(persona, response.personas.add(), ignore_unknown_fields=True)
+        json_format.ParseDict(personas.get("bias_report", {}), response.bias_report, ignore_unknown_fields=True)
+        for competitor in rundir.read_json("outputs/competitors.output.json").get("competitors", []):
+            json_format.ParseDict(competitor, response.competitors.add(), ignore_unknown_fields=True)
+        simulation = rundir.read_json("outputs/simulation.result.json")
+        simulation.pop("samples", None)
+        json_format.ParseDict(simulation, response.simulation, ignore_unknown_fields=True)
+        if rundir.has("outputs/completion.json"):
+            json_format.ParseDict(rundir.read_json("outputs/completion.json")["results"], response.completion_results)
+        return response
+
+    async def CompleteRun(self, request: vpb.CompleteRunRequest, context) -> vpb.CompleteRunResponse:
+        record = self._record(request.run_id)
+        results = json_format.MessageToDict(request.results)
+        rundir = self.store.rundir(record.run_id)
+        if record.state == "COMPLETED":
+            stored = rundir.read_json("outputs/completion.json")
+            if stored["results"] != results:
+                raise AlreadyExists(f"run {record.run_id} was completed with different results", reason="ALREADY_COMPLETED")
+            return vpb.CompleteRunResponse(status=self._status(record))
+        if record.state != "DECISION_READY":
+            raise FailedPrecondition(f"run {record.run_id} cannot be completed from status {record.state}", reason="NOT_READY")
+        now = iso(utcnow())
+        rundir.write_json("outputs/completion.json", {"results": results, "completed_by": request.completed_by, "completed_at": now})
+        record = self.store.update(
+            record.run_id, "run.completed", actor=request.completed_by or "tractionbuild",
+            state="COMPLETED", completed_at=now, payload={"result_keys": sorted(results)},
+        )
+        return vpb.CompleteRunResponse(status=self._status(record))
+
+    async def FinalizeRun(self, request: vpb.FinalizeRunRequest, context) -> vpb.FinalizeRunResponse:
+        record = self._record(request.run_id)
+        rundir = self.store.rundir(record.run_id)
+        if record.finalized_at:
+            stored = rundir.read_json("outputs/finalization.json")
+            return self._finalize_response(record, stored)
+        if record.state not in READY_STATES:
+            raise FailedPrecondition(f"run {record.run_id} cannot be finalized from status {record.state}", reason="NOT_READY")
+        decision_doc = rundir.read_json("outputs/decision.output.json")
+        go, reasons = final_go_no_go(decision_doc)
+        now = iso(utcnow())
+        stored = {
+            "run_id": record.run_id, "go_no_go": go, "recommendation": decision_doc["recommendation"],
+            "confidence": decision_doc["confidence"], "reasons": reasons,
+            "finalized_by": request.finalized_by, "finalized_at": now,
+        }
+        rundir.write_json("outputs/finalization.json", stored)
+        record = self.store.update(
+            record.run_id, "run.finalized", actor=request.finalized_by or "tractionbuild",
+            finalized_at=now, payload={"go_no_go": go, "reasons": reasons},
+        )
+        return self._finalize_response(record, stored)
+
+    def _finalize_response(self, record: RunRecord, stored: dict) -> vpb.FinalizeRunResponse:
+        return vpb.FinalizeRunResponse(
+            run_id=record.run_id,
+            go_no_go=stored["go_no_go"],
+            recommendation=decision_pb2.Recommendation.Value(f"RECOMMENDATION_{stored['recommendation']}"),
+            confidence=stored["confidence"],
+            status=self._status(record),
+            reasons=stored["reasons"],
+        )
+
+    async def ListRuns(self, request: vpb.ListRunsRequest, context) -> vpb.ListRunsResponse:
+        if request.project_id:
+            check_id("project_id", request.project_id)
+        size = request.page_size or 50
+        if not 1 <= size <= 500:
+            raise InvalidArgument("page_size", "must be between 1 and 500")
+        try:
+            offset = int(request.page_token or 0)
+            if offset < 0:
+                raise ValueError
+        except ValueError:
+            raise InvalidArgument("page_token", "is not a token this service issued") from None
+        records = sorted(
+            (r for r in self.store if not request.project_id or r.project_id == request.project_id),
+            key=lambda r: (r.created_at, r.run_id), reverse=True,
+        )
+        page = records[offset: offset + size]
+        next_token = str(offset + size) if offset + size < len(records) else ""
+        return vpb.ListRunsResponse(runs=[self._status(r) for r in page], next_page_token=next_token)
+
+
+def final_go_no_go(decision_doc: dict) -> tuple[str, list[str]]:
+    """T32: GO when the recommendation lets the product proceed (GO, PIVOT) and overwatch approved it."""
+    reasons = []
+    recommendation = decision_doc["recommendation"]
+    verdict = decision_doc["review"]["verdict"]
+    if recommendation not in ("GO", "PIVOT"):
+        reasons.append(f"recommendation is {recommendation}")
+    if verdict != "APPROVE":
+        codes = ", ".join(r.get("code", "") for r in decision_doc["review"]["reasons"]) or "no reason given"
+        reasons.append(f"overwatch verdict is {verdict} ({codes})")
+    if not reasons and recommendation == "PIVOT":
+        reasons.append("proceed with the pivot: " + "; ".join(decision_doc.get("critical_success_factors", [])))
+    return ("GO" if recommendation in ("GO", "PIVOT") and verdict == "APPROVE" else "NO_GO"), reasons
+
+
+def build_host(settings: Settings, address: str | None = None) -> ServiceHost:
+    store = RunStore(settings.runs_dir)
+    holder: dict = {}
+
+    def register(server) -> list[str]:
+        clients = StageClients(settings)
+        servicer = ValidationServicer(settings, store, clients)
+        servicer.recover()
+        holder.update(servicer=servicer, clients=clients)
+        vgrpc.add_ValidationServiceServicer_to_server(servicer, server)
+        return [vpb.DESCRIPTOR.services_by_name["ValidationService"].full_name]
+
+    async def on_stop() -> None:
+        await holder["servicer"].shutdown()
+        await holder["clients"].close()
+
+    return ServiceHost(
+        "orchestrator", address or settings.orchestrator_addr, register, on_stop=on_stop, grace_s=settings.grace_period_s
+    )

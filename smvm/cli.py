@@ -1,0 +1,207 @@
+"""`smvm`: run the mesh and operate it through the REST gateway, as TractionBuild would.
+
+    smvm up [--simulation-replicas N]       start the mesh in the foreground until Ctrl-C / SIGTERM
+    smvm demo FILE                          start the mesh, submit FILE, wait, print the decision, stop
+    smvm submit FILE [--wait]               submit an idea (either request shape of the guide)
+    smvm status ID | results ID | finalize ID | complete ID --results FILE
+    smvm runs [--project-id P]              list runs
+
+The client commands talk to SMVM_GATEWAY_URL (default http://127.0.0.1:8080) with SMVM_TOKEN
+(default dev-admin-token, accepted by the dev profile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from smvm.config import load_settings
+
+TERMINAL = {"DECISION_READY", "COMPLETED", "FAILED", "TIMEOUT"}
+
+
+class Client:
+    def __init__(self, base_url: str, token: str, timeout: float = 30.0):
+        self.http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+
+    def _json(self, response: httpx.Response) -> dict[str, Any]:
+        body = response.json() if response.content else {}
+        if response.status_code >= 400:
+            raise SystemExit(f"HTTP {response.status_code}: {json.dumps(body)}")
+        return body
+
+    def submit(self, payload: dict) -> dict:
+        return self._json(self.http.post("/api/v1/validation/runs", json=payload))
+
+    def status(self, run_id: str) -> dict:
+        return self._json(self.http.get(f"/api/v1/validation/{run_id}/status"))
+
+    def results(self, run_id: str) -> dict:
+        return self._json(self.http.get(f"/api/v1/validation/{run_id}/results"))
+
+    def complete(self, run_id: str, results: dict) -> dict:
+        return self._json(self.http.put(f"/api/v1/validation/{run_id}/complete", json={"results": results}))
+
+    def finalize(self, run_id: str) -> dict:
+        return self._json(self.http.post(f"/api/v1/validation/{run_id}/finalize", json={}))
+
+    def runs(self, project_id: str | None) -> dict:
+        params = {"project_id": project_id} if project_id else {}
+        return self._json(self.http.get("/api/v1/validation/runs", params=params))
+
+    def wait(self, run_id: str, timeout_s: float = 600.0, interval_s: float = 0.25) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = self.status(run_id)
+            if status.get("status") in TERMINAL:
+                return status
+            if time.monotonic() > deadline:
+                raise SystemExit(f"run {run_id} still {status.get('status')} after {timeout_s:.0f}s")
+            time.sleep(interval_s)
+
+
+def _client(args) -> Client:
+    return Client(args.url, args.token)
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def _summarise(results: dict) -> str:
+    decision = results.get("decision", {})
+    review = results.get("review", {})
+    status = results.get("status", {})
+    lines = [
+        f"Decision: {decision.get('recommendation', '?')}  "
+        f"(confidence {decision.get('confidence', 0):.2f}, composite {decision.get('composite_score', 0):.1f}/100)",
+        f"Overwatch: {review.get('verdict', '?')}"
+        + (f" - {', '.join(r.get('code', '') for r in review.get('reasons', []))}" if review.get("reasons") else ""),
+    ]
+    for criterion in decision.get("criteria", []):
+        lines.append(
+            f"  - {criterion.get('name')}: {criterion.get('score', 0):.0f} x {criterion.get('weight', 0):.2f}"
+            f"  {criterion.get('evidence', '')}"
+        )
+    for step in decision.get("next_steps", [])[:3]:
+        lines.append(f"  next: {step}")
+    lines.append(f"Run directory: {status.get('run_directory', '?')}")
+    return "\n".join(lines)
+
+
+def cmd_up(args) -> int:
+    from smvm.launcher import Mesh
+
+    settings = load_settings()
+    mesh = Mesh(settings, simulation_replicas=args.simulation_replicas, log_dir=args.log_dir)
+    stop = {"now": False}
+
+    def request_stop(signum, frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    print("starting the SMVM mesh...", file=sys.stderr)
+    mesh.start()
+    print(f"SMVM mesh ready: gateway {mesh.gateway_url}, runs in {settings.runs_dir}", file=sys.stderr)
+    try:
+        while not stop["now"]:
+            for key, proc in mesh.processes.items():
+                if proc.poll() is not None:
+                    print(f"{key} exited with code {proc.returncode}; stopping the mesh", file=sys.stderr)
+                    stop["now"] = True
+            time.sleep(0.2)
+    finally:
+        codes = mesh.stop()
+        print(f"mesh stopped: {codes}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from smvm.launcher import Mesh
+
+    settings = load_settings()
+    payload = json.loads(Path(args.file).read_text())
+    log_dir = Path(args.log_dir or "build/logs")
+    print(f"starting the SMVM mesh (logs in {log_dir}/)...", file=sys.stderr)
+    with Mesh(settings, log_dir=log_dir) as mesh:
+        client = Client(mesh.gateway_url, args.token)
+        accepted = client.submit(payload)
+        run_id = accepted["run_id"]
+        print(f"submitted {args.file} as run {run_id}; waiting for the decision...", file=sys.stderr)
+        status = client.wait(run_id)
+        if status["status"] not in ("DECISION_READY", "COMPLETED"):
+            print(f"run ended {status['status']}: {status.get('error')}", file=sys.stderr)
+            return 1
+        print(_summarise(client.results(run_id)))
+    print("mesh stopped.", file=sys.stderr)
+    return 0
+
+
+def cmd_submit(args) -> int:
+    client = _client(args)
+    payload = json.loads(Path(args.file).read_text())
+    if args.project_id:
+        payload["project_id"] = args.project_id
+    if args.run_id:
+        payload["run_id"] = args.run_id
+    accepted = client.submit(payload)
+    if not args.wait:
+        _print(accepted)
+        return 0
+    status = client.wait(accepted["run_id"])
+    _print(status)
+    return 0 if status["status"] in ("DECISION_READY", "COMPLETED") else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="smvm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default=os.environ.get("SMVM_GATEWAY_URL", "http://127.0.0.1:8080"))
+    parser.add_argument("--token", default=os.environ.get("SMVM_TOKEN", "dev-admin-token"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the mesh in the foreground")
+    up.add_argument("--simulation-replicas", type=int, default=1)
+    up.add_argument("--log-dir", type=Path, default=None, help="write service logs here instead of stderr")
+    up.set_defaults(func=cmd_up)
+
+    demo = sub.add_parser("demo", help="start the mesh, validate FILE, print the decision, stop")
+    demo.add_argument("file")
+    demo.add_argument("--log-dir", default=None)
+    demo.set_defaults(func=cmd_demo)
+
+    submit = sub.add_parser("submit", help="submit an idea")
+    submit.add_argument("file")
+    submit.add_argument("--project-id")
+    submit.add_argument("--run-id")
+    submit.add_argument("--wait", action="store_true")
+    submit.set_defaults(func=cmd_submit)
+
+    for name, method in (("status", "status"), ("results", "results"), ("finalize", "finalize")):
+        p = sub.add_parser(name, help=f"{name} of a run")
+        p.add_argument("run_id")
+        p.set_defaults(func=lambda a, m=method: _print(getattr(_client(a), m)(a.run_id)) or 0)
+
+    complete = sub.add_parser("complete", help="store final results for a run")
+    complete.add_argument("run_id")
+    complete.add_argument("--results", required=True, help="JSON file")
+    complete.set_defaults(func=lambda a: _print(_client(a).complete(a.run_id, json.loads(Path(a.results).read_text()))) or 0)
+
+    runs = sub.add_parser("runs", help="list runs")
+    runs.add_argument("--project-id")
+    runs.set_defaults(func=lambda a: _print(_client(a).runs(a.project_id)) or 0)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""One settings object for every SMVM process.
+
+Precedence (highest first): `SMVM_*` environment variables, then the profile file
+`configs/<SMVM_PROFILE>.yaml`, then the defaults below. Every field is documented in
+docs/configuration.md; the names of the environment variables are the field names upper-cased
+with the `SMVM_` prefix (e.g. `runs_dir` <- `SMVM_RUNS_DIR`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = Path(os.environ.get("SMVM_CONFIG_DIR", REPO_ROOT / "configs"))
+
+# Default listen/connect address of each service (the issue's port plan).
+DEFAULT_ADDRS: dict[str, str] = {
+    "orchestrator": "127.0.0.1:50050",
+    "ingestion": "127.0.0.1:50051",
+    "personas": "127.0.0.1:50052",
+    "competitors": "127.0.0.1:50053",
+    "simulation": "127.0.0.1:50054",
+    "analysis": "127.0.0.1:50055",
+    "overwatch": "127.0.0.1:50056",
+    "memory": "127.0.0.1:50058",
+    "gateway": "127.0.0.1:8080",
+}
+SERVICES = tuple(DEFAULT_ADDRS)
+
+PROFILES = ("dev", "test", "ci", "prod")
+
+
+def _profile() -> str:
+    return os.environ.get("SMVM_PROFILE", "dev")
+
+
+class Settings(BaseSettings):
+    """Runtime configuration shared by all services, the gateway, the launcher and the CLI."""
+
+    model_config = SettingsConfigDict(env_prefix="SMVM_", extra="ignore", frozen=True)
+
+    profile: str = Field("dev", description="dev | test | ci | prod; selects configs/<profile>.yaml")
+    runs_dir: Path = Field(Path("runs"), description="Root of runs/{project_id}/validation/{run_id}/")
+    log_level: str = Field("INFO", description="Python logging level name")
+
+    orchestrator_addr: str = DEFAULT_ADDRS["orchestrator"]
+    ingestion_addr: str = DEFAULT_ADDRS["ingestion"]
+    personas_addr: str = DEFAULT_ADDRS["personas"]
+    competitors_addr: str = DEFAULT_ADDRS["competitors"]
+    # A single address, a comma-separated list, or a dns:/// name resolving to several replicas.
+    simulation_addr: str = DEFAULT_ADDRS["simulation"]
+    analysis_addr: str = DEFAULT_ADDRS["analysis"]
+    overwatch_addr: str = DEFAULT_ADDRS["overwatch"]
+    memory_addr: str = DEFAULT_ADDRS["memory"]
+    gateway_addr: str = DEFAULT_ADDRS["gateway"]
+
+    api_tokens: str = Field(
+        "", description="Comma-separated bearer tokens the gateway accepts (dev also accepts dev-admin-token)"
+    )
+    public_base_url: str = Field("http://127.0.0.1:8080", description="Base URL the gateway is reached at")
+
+    numba_cache_dir: Path = Field(Path(".numba_cache"), description="numba's on-disk compile cache")
+    grace_period_s: float = Field(10.0, description="Drain time on SIGTERM before in-flight calls are cut")
+    stage_timeout_s: float = Field(60.0, description="Deadline of one stage call from the orchestrator")
+    simulation_timeout_s: float = Field(600.0, description="Deadline of the simulation stage")
+    simulation_shards: int = Field(0, description="Shards per run for fan-out; 0 = one per resolved replica")
+    max_iterations: int = Field(10_000_000, description="Largest simulation_iterations a request may ask for")
+    max_utility_evaluations: int = Field(
+        5_000_000_000, description="Default compute ceiling per run (utility evaluations)"
+    )
+    max_request_bytes: int = Field(1_048_576, description="Largest REST request body")
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        if value not in PROFILES:
+            raise ValueError(f"unknown profile {value!r}; expected one of {PROFILES}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        profile_file = CONFIG_DIR / f"{_profile()}.yaml"
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if profile_file.exists():
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=profile_file))
+        return tuple(sources)
+
+    def addr(self, service: str) -> str:
+        """The configured address of `service` (one of SERVICES)."""
+        return getattr(self, f"{service}_addr")
+
+    def accepted_tokens(self) -> frozenset[str]:
+        tokens = {t.strip() for t in self.api_tokens.split(",") if t.strip()}
+        if self.profile == "dev":
+            tokens.add("dev-admin-token")
+        return frozenset(tokens)
+
+    def env_for_children(self) -> dict[str, Any]:
+        """Environment variables that reproduce these settings in a child process."""
+        env = {}
+        for name in type(self).model_fields:
+            env[f"SMVM_{name.upper()}"] = str(getattr(self, name))
+        return env
+
+
+@functools.lru_cache(maxsize=1)
+def load_settings() -> Settings:
+    """The process-wide settings (read once; tests build `Settings(...)` directly)."""
+    return Settings()

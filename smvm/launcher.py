@@ -1,0 +1,196 @@
+"""Start the whole mesh on loopback as separate processes, wait until it is ready, stop it cleanly.
+
+Each service runs as `python -m services.<name>`. Children ask the kernel for SIGTERM when the
+launcher dies (PR_SET_PDEATHSIG), so even `kill -9` of the launcher leaves no process behind. Used by
+`smvm up`, `smvm demo` and the end-to-end tests (which pass free ports and a temporary runs dir).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from smvm.channels import addresses_of
+from smvm.config import DEFAULT_ADDRS, Settings
+
+STAGES = ("ingestion", "personas", "competitors", "simulation", "analysis", "overwatch")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_addresses(simulation_replicas: int = 1) -> dict[str, str]:
+    """Loopback addresses on free ports for every process (a comma list for simulation replicas)."""
+    addrs = {name: f"127.0.0.1:{free_port()}" for name in DEFAULT_ADDRS if name != "memory"}
+    addrs["simulation"] = ",".join(f"127.0.0.1:{free_port()}" for _ in range(simulation_replicas))
+    return addrs
+
+
+class MeshError(RuntimeError):
+    pass
+
+
+class Mesh:
+    """The processes of one SMVM mesh."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        addresses: dict[str, str] | None = None,
+        simulation_replicas: int = 1,
+        log_dir: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+        python: str = sys.executable,
+    ):
+        self.settings = settings
+        self.addresses = dict(addresses) if addresses else {name: settings.addr(name) for name in DEFAULT_ADDRS}
+        sim = addresses_of(self.addresses["simulation"])
+        if simulation_replicas > len(sim):
+            sim += [f"127.0.0.1:{free_port()}" for _ in range(simulation_replicas - len(sim))]
+        self.addresses["simulation"] = ",".join(sim)
+        self.simulation_replicas = sim
+        self.log_dir = log_dir
+        self.extra_env = extra_env or {}
+        self.python = python
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._logs: list[IO] = []
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.addresses['gateway']}"
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.settings.env_for_children())
+        for name, addr in self.addresses.items():
+            env[f"SMVM_{name.upper()}_ADDR"] = addr
+        env["SMVM_PUBLIC_BASE_URL"] = self.gateway_url
+        env["NUMBA_CACHE_DIR"] = str(Path(self.settings.numba_cache_dir).resolve())
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.extra_env)
+        return env
+
+    def _spawn(self, key: str, module: str, env: dict[str, str]) -> None:
+        stderr: int | IO | None = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            fh = open(self.log_dir / f"{key}.log", "ab")
+            self._logs.append(fh)
+            stderr = fh
+        self.processes[key] = subprocess.Popen(
+            [self.python, "-m", f"services.{module}"],
+            env=env,
+            stdout=stderr if stderr is not None else None,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+
+    def start(self, timeout_s: float = 240.0) -> None:
+        """Spawn every process and return once all report SERVING and the gateway is ready."""
+        env = self._env()
+        try:
+            for name in STAGES:
+                if name == "simulation":
+                    for i, addr in enumerate(self.simulation_replicas):
+                        self._spawn(f"simulation-{i}", "simulation", dict(env, SMVM_SIMULATION_ADDR=addr))
+                else:
+                    self._spawn(name, name, env)
+            self._spawn("orchestrator", "orchestrator", env)
+            self._spawn("gateway", "gateway", env)
+            self.wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def grpc_targets(self) -> dict[str, str]:
+        targets = {name: self.addresses[name] for name in STAGES if name != "simulation"}
+        targets.update({f"simulation-{i}": a for i, a in enumerate(self.simulation_replicas)})
+        targets["orchestrator"] = self.addresses["orchestrator"]
+        return targets
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = dict(self.grpc_targets())
+        while pending:
+            self._check_alive()
+            for key, addr in list(pending.items()):
+                if _serving(addr):
+                    del pending[key]
+            if time.monotonic() > deadline:
+                raise MeshError(f"not SERVING after {timeout_s:.0f}s: {', '.join(pending)}")
+            if pending:
+                time.sleep(0.2)
+        while True:
+            self._check_alive()
+            try:
+                if httpx.get(f"{self.gateway_url}/readyz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise MeshError(f"gateway /readyz not 200 after {timeout_s:.0f}s")
+            time.sleep(0.2)
+
+    def _check_alive(self) -> None:
+        for key, proc in self.processes.items():
+            if proc.poll() is not None:
+                hint = f" (see {self.log_dir / (key + '.log')})" if self.log_dir else ""
+                raise MeshError(f"{key} exited with code {proc.returncode} during start-up{hint}")
+
+    def stop(self, timeout_s: float = 20.0) -> dict[str, int | None]:
+        """SIGTERM everything (gateway first), wait, SIGKILL stragglers; return the exit codes."""
+        order = ["gateway", "orchestrator"] + [k for k in self.processes if k not in ("gateway", "orchestrator")]
+        for key in order:
+            proc = self.processes.get(key)
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for proc in self.processes.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for fh in self._logs:
+            fh.close()
+        self._logs.clear()
+        return {key: proc.returncode for key, proc in self.processes.items()}
+
+    def __enter__(self) -> "Mesh":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _serving(address: str) -> bool:
+    try:
+        with grpc.insecure_channel(address) as channel:
+            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+            return response.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False

@@ -1,0 +1,20 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# One numba cache for every test process, so each compiles at most once per machine.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
+os.environ.setdefault("SMVM_NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "runs"
+    path.mkdir()
+    return path

@@ -106,6 +106,22 @@ def check_callback_url(field: str, url: str) -> str:
     return url
 
 
+def _correlation_of(request: vpb.SubmitRunRequest) -> str:
+    """The run's correlation id: the body's (the guide's T0 shape carries one), else the call's."""
+    if request.correlation_id:
+        if not correlation.is_valid(request.correlation_id):
+            raise InvalidArgument("correlation_id", "must match [A-Za-z0-9._:-]{1,128}")
+        return request.correlation_id
+    return correlation.get() or correlation.new_id()
+
+
+def pseudonym(identity: str) -> str:
+    """A stable stand-in for a person's identifier, so audit trails link actions without storing PII."""
+    if not identity:
+        return ""
+    return "user:" + hashlib.sha256(identity.strip().lower().encode()).hexdigest()[:16]
+
+
 def request_digest(request: vpb.SubmitRunRequest) -> str:
     """Digest of what a submission asks for; the correlation id and timestamps do not count."""
     copy = vpb.SubmitRunRequest()
@@ -182,10 +198,10 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
                 updated_at=iso(now),
                 estimated_completion=iso(now.fromtimestamp(now.timestamp() + estimate, now.tzinfo)),
                 request_sha256=digest,
-                correlation_id=correlation.get() or request.correlation_id or correlation.new_id(),
+                correlation_id=_correlation_of(request),
                 seed=seed,
                 source_shape=shape,
-                initiated_by=request.metadata.initiated_by,
+                initiated_by=pseudonym(request.metadata.initiated_by),
                 callback_url=callback_url,
                 timeout_seconds=configuration.timeout_seconds,
                 configuration=json_format.MessageToDict(configuration, preserving_proto_field_name=True),
@@ -195,7 +211,7 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
             rundir = RunDirectory(self.settings.runs_dir, project_id, run_id)
             response = self._submit_response(record, rundir, idea)
             record.submit_response = json_format.MessageToDict(response, preserving_proto_field_name=True)
-            self.store.create(record, rundir, actor=request.metadata.initiated_by or "tractionbuild")
+            self.store.create(record, rundir, actor=record.initiated_by or "tractionbuild")
             rundir.write_json("idea.input.json", {"source_shape": shape, "idea": to_dict(idea)})
 
         ctx = RunContext(
@@ -289,9 +305,12 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
         if record.state != "DECISION_READY":
             raise FailedPrecondition(f"run {record.run_id} cannot be completed from status {record.state}", reason="NOT_READY")
         now = iso(utcnow())
-        rundir.write_json("outputs/completion.json", {"results": results, "completed_by": request.completed_by, "completed_at": now})
+        rundir.write_json(
+            "outputs/completion.json",
+            {"results": results, "completed_by": pseudonym(request.completed_by), "completed_at": now},
+        )
         record = self.store.update(
-            record.run_id, "run.completed", actor=request.completed_by or "tractionbuild",
+            record.run_id, "run.completed", actor=pseudonym(request.completed_by) or "tractionbuild",
             state="COMPLETED", completed_at=now, payload={"result_keys": sorted(results)},
         )
         return vpb.CompleteRunResponse(status=self._status(record))
@@ -310,11 +329,11 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
         stored = {
             "run_id": record.run_id, "go_no_go": go, "recommendation": decision_doc["recommendation"],
             "confidence": decision_doc["confidence"], "reasons": reasons,
-            "finalized_by": request.finalized_by, "finalized_at": now,
+            "finalized_by": pseudonym(request.finalized_by), "finalized_at": now,
         }
         rundir.write_json("outputs/finalization.json", stored)
         record = self.store.update(
-            record.run_id, "run.finalized", actor=request.finalized_by or "tractionbuild",
+            record.run_id, "run.finalized", actor=pseudonym(request.finalized_by) or "tractionbuild",
             finalized_at=now, payload={"go_no_go": go, "reasons": reasons},
         )
         return self._finalize_response(record, stored)

@@ -649,3 +649,78 @@ def resolve_domain(idea: Any) -> DomainResolution:
 def prior_for_idea(idea: Any) -> tuple[DomainPrior, DomainResolution]:
     resolution = resolve_domain(idea)
     return load_prior(resolution.domain), resolution
+
+
+# --------------------------------------------------------------------------- feature taxonomy mapping
+
+# Words that carry no feature meaning ("ratings and reviews" ~ "ratings reviews").
+_STOP_WORDS = frozenset({"a", "an", "and", "the", "of", "for", "with", "in", "on", "to", "or", "your", "by"})
+# Token-set Jaccard a free-text feature needs with a canonical phrase to map by similarity.
+MIN_FEATURE_SIMILARITY = 0.5
+
+
+@dataclass(frozen=True)
+class FeatureMatch:
+    """Where one free-text feature landed on a domain's canonical taxonomy."""
+
+    text: str
+    # Canonical feature id, or None when unmapped.
+    feature: str | None
+    # "synonym" (exact phrase: id, label or synonym) | "similarity" (token Jaccard) | "unmapped"
+    method: str
+    score: float
+
+
+def _feature_key(text: str) -> tuple[str, ...]:
+    return tuple(t for t in _tokens(text) if t not in _STOP_WORDS)
+
+
+@functools.lru_cache(maxsize=None)
+def _feature_phrases(prior: DomainPrior) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(feature id, key) for every id, label and synonym, in taxonomy order."""
+    out = []
+    for f in prior.features:
+        for phrase in (f.id.replace("_", " "), f.label, *f.synonyms):
+            key = _feature_key(phrase)
+            if key:
+                out.append((f.id, key))
+    return tuple(out)
+
+
+def map_feature(prior: DomainPrior, text: str, *, min_similarity: float = MIN_FEATURE_SIMILARITY) -> FeatureMatch:
+    """Map free text onto the prior's taxonomy: exact phrase first, else best token-set Jaccard.
+
+    Ties go to the feature listed first in the prior file; below `min_similarity` the feature is
+    reported unmapped (never silently dropped, never forced onto the nearest id).
+    """
+    key = _feature_key(text)
+    if not key:
+        return FeatureMatch(text, None, "unmapped", 0.0)
+    phrases = _feature_phrases(prior)
+    for fid, phrase in phrases:
+        if phrase == key:
+            return FeatureMatch(text, fid, "synonym", 1.0)
+    tokens = set(key)
+    best_id, best = None, 0.0
+    for fid, phrase in phrases:
+        other = set(phrase)
+        score = len(tokens & other) / len(tokens | other)
+        if score > best:
+            best_id, best = fid, score
+    if best_id is not None and best >= min_similarity:
+        return FeatureMatch(text, best_id, "similarity", round(best, 6))
+    return FeatureMatch(text, None, "unmapped", round(best, 6))
+
+
+def features_in_text(prior: DomainPrior, text: str) -> tuple[tuple[str, str], ...]:
+    """(feature id, phrase found) for each canonical feature named in free text, in taxonomy order.
+
+    Used when an idea lists no features: its description may still name them ("... with Slack
+    integration and dashboards"). Only exact phrases count (id, label or synonym), no similarity.
+    """
+    tokens = [t for t in _tokens(text) if t not in _STOP_WORDS]
+    found: dict[str, str] = {}
+    for fid, key in _feature_phrases(prior):
+        if fid not in found and _contains_phrase(tokens, list(key)):
+            found[fid] = " ".join(key)
+    return tuple(found.items())

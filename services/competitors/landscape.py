@@ -1,0 +1,343 @@
+"""Competitor landscape: ranked competitors and our own offering on one taxonomy and one price basis.
+
+`build_landscape(request)` is the whole stage; the servicer only wraps it. Steps:
+
+1. The idea's domain prior (services.personas.priors: idea.domain -> keywords -> general fallback).
+2. One offering per competitor archetype of the prior, every one labelled synthetic (no imported
+   list reaches this stage yet). Prices go through services.competitors.pricing; free-text
+   features map onto the prior's canonical taxonomy (priors.map_feature: exact synonym, else token
+   similarity); coverage per canonical feature is the highest coverage of the features that map to
+   it ("reports: 0.5" covers half); features that map nowhere are kept in `unmapped_features`.
+3. When `count` exceeds the archetypes, seeded variants fill the gap: archetypes in order of prior
+   relevance, each variant with jittered list price, feature coverage (some features dropped),
+   brand, share and relevance, and decaying relevance and share per generation. Variant k draws from
+   its own stream (seed, stream id, k), so the archetypes never depend on the seed and a larger
+   count never changes the earlier variants.
+4. Our offering from the idea's features (coverage 1) and proposed price; no price (or 0) leaves
+   monthly_price_usd at 0 with a warning (the simulation then evaluates the personas' WTP).
+   No features: those its title / description / value proposition name (exact canonical phrases),
+   else the landscape's per-feature median; either way flagged as an assumption.
+5. Relevance = RELEVANCE_PRIOR_WEIGHT x prior relevance + the rest x overlap (the share of our
+   feature coverage the competitor also covers); ranked highest first, ties by name then id; the
+   top `count` kept and ranked 1..n. Listed market shares sum to at most the prior's
+   `listed_share_max` (the rest of the market is unlisted players): archetypes are scaled down only
+   if they alone exceed it, variants share what is left.
+6. Positioning matrix (services.competitors.positioning), the guide's top-5 criterion, warnings.
+
+Same request -> the same response bytes: every float is rounded, maps are filled in taxonomy
+order, and all randomness comes from numpy Generators seeded by request.seed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from smvm.errors import InvalidArgument
+from smvm.v1 import competitor_service_pb2 as pb, idea_pb2, market_pb2
+
+from services.competitors.pricing import NormalisedPrice, normalise_idea_price, normalise_price
+from services.competitors.positioning import Offering, positioning_matrix
+from services.ingestion.fx import FxTable, load_fx_table
+from services.personas.priors import (
+    ArchetypePrior,
+    DomainPrior,
+    PriorDataError,
+    features_in_text,
+    map_feature,
+    prior_for_idea,
+)
+
+DEFAULT_COUNT = 10
+MAX_COUNT = 100
+MAX_IDEA_FEATURES = 200
+MAX_FEATURE_CHARS = 200
+TOP_N_GATE = 5
+OUR_ID = "ours"
+# A new entrant has little awareness or trust yet; incumbents in the priors sit at 0.15-0.9.
+NEW_ENTRANT_BRAND = 0.1
+RELEVANCE_PRIOR_WEIGHT = 0.7
+# Variant jitter (log-sd of multiplicative noise) and per-generation decay.
+VARIANT_PRICE_LOG_SD = 0.25
+VARIANT_COVERAGE_LOG_SD = 0.2
+VARIANT_FEATURE_DROP = 0.15
+VARIANT_BRAND_LOG_SD = 0.2
+VARIANT_RELEVANCE_LOG_SD = 0.05
+VARIANT_RELEVANCE_DECAY = 0.85
+VARIANT_SHARE_DECAY = 0.5
+VARIANT_SHARE_LOG_SD = 0.3
+DECIMALS = 6
+# Fixed stream id so competitor draws never share a stream with another stage given the same seed.
+_STREAM = 0xC0_4D_E7_01
+
+
+@dataclass
+class _Draft:
+    id: str
+    name: str
+    price: NormalisedPrice
+    features: list[tuple[str, float]]
+    brand: float
+    share: float
+    prior_relevance: float
+    source: str
+    variant: int
+    vector: dict[str, float] = field(default_factory=dict)
+    unmapped: list[str] = field(default_factory=list)
+    relevance: float = 0.0
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def feature_vector(prior: DomainPrior, features: list[tuple[str, float]]) -> tuple[dict[str, float], list[str]]:
+    """(canonical feature -> coverage, dense in taxonomy order; unmapped free texts in input order)."""
+    best = dict.fromkeys(prior.feature_ids, 0.0)
+    unmapped: list[str] = []
+    for text, coverage in features:
+        match = map_feature(prior, text)
+        if match.feature is None:
+            unmapped.append(text)
+        else:
+            best[match.feature] = max(best[match.feature], coverage)
+    return {f: round(min(1.0, max(0.0, c)), DECIMALS) for f, c in best.items()}, unmapped
+
+
+def _archetype_price(prior: DomainPrior, a: ArchetypePrior, amount: float, table: FxTable) -> NormalisedPrice:
+    try:
+        return normalise_price(
+            amount,
+            a.price.currency,
+            a.price.billing_period,
+            amortisation_months=a.price.amortisation_months,
+            per_seat=a.per_seat,
+            seats=a.seats,
+            free_tier=a.free_tier,
+            field=f"competitors.archetypes[{a.name}].price",
+            table=table,
+        )
+    except InvalidArgument as exc:  # a broken data file is a packaging bug, not a user error
+        raise PriorDataError(f"{prior.path}: {exc}") from exc
+
+
+def _archetype_draft(prior: DomainPrior, a: ArchetypePrior, table: FxTable) -> _Draft:
+    return _Draft(
+        id=f"{prior.domain}:{_slug(a.name)}",
+        name=a.name,
+        price=_archetype_price(prior, a, a.price.amount, table),
+        features=list(a.features),
+        brand=a.brand_strength,
+        share=a.market_share,
+        prior_relevance=a.relevance,
+        source=prior.source,
+        variant=1,
+    )
+
+
+def _variant_draft(prior: DomainPrior, a: ArchetypePrior, generation: int, index: int, seed: int, table: FxTable) -> _Draft:
+    """A seeded variant of an archetype; every draw happens in a fixed order whatever the outcome."""
+    rng = np.random.default_rng([seed, _STREAM, index])
+    amount = round(a.price.amount * math.exp(rng.normal(0.0, VARIANT_PRICE_LOG_SD)), 2)
+    brand = min(1.0, a.brand_strength * math.exp(rng.normal(0.0, VARIANT_BRAND_LOG_SD)))
+    share = a.market_share * VARIANT_SHARE_DECAY ** (generation - 1) * math.exp(rng.normal(0.0, VARIANT_SHARE_LOG_SD))
+    relevance = a.relevance * VARIANT_RELEVANCE_DECAY ** (generation - 1) * math.exp(rng.normal(0.0, VARIANT_RELEVANCE_LOG_SD))
+    features = []
+    for text, coverage in a.features:
+        dropped = rng.random() < VARIANT_FEATURE_DROP
+        jittered = min(1.0, round(coverage * math.exp(rng.normal(0.0, VARIANT_COVERAGE_LOG_SD)), 2))
+        if not dropped and jittered > 0:
+            features.append((text, jittered))
+    if not features and a.features:
+        features.append(a.features[0])
+    return _Draft(
+        id=f"{prior.domain}:{_slug(a.name)}:v{generation}",
+        name=f"{a.name} (variant {generation})",
+        price=_archetype_price(prior, a, amount, table),
+        features=features,
+        brand=round(brand, DECIMALS),
+        share=round(share, DECIMALS),
+        prior_relevance=round(min(1.0, relevance), DECIMALS),
+        source=f"{prior.source}:variant",
+        variant=generation,
+    )
+
+
+def _validate(request: pb.BuildLandscapeRequest) -> int:
+    count = int(request.count)
+    if count < 0:
+        raise InvalidArgument("count", f"must be >= 0 (0 means the default {DEFAULT_COUNT}), got {count}")
+    if count > MAX_COUNT:
+        raise InvalidArgument("count", f"at most {MAX_COUNT} competitors, got {count}")
+    features = request.idea.features
+    if len(features) > MAX_IDEA_FEATURES:
+        raise InvalidArgument("idea.features", f"at most {MAX_IDEA_FEATURES} features, got {len(features)}")
+    for i, text in enumerate(features):
+        if not text.strip():
+            raise InvalidArgument(f"idea.features[{i}]", "must not be blank")
+        if len(text) > MAX_FEATURE_CHARS:
+            raise InvalidArgument(f"idea.features[{i}]", f"at most {MAX_FEATURE_CHARS} characters, got {len(text)}")
+    return count or DEFAULT_COUNT
+
+
+def _idea_text(idea: idea_pb2.Idea) -> str:
+    return " \n ".join((idea.title, idea.description, idea.value_proposition, idea.competitive_advantage))
+
+
+def _overlap(theirs: dict[str, float], ours: dict[str, float]) -> float | None:
+    """Share of our feature coverage the competitor also covers; None when we list nothing."""
+    total = math.fsum(ours.values())
+    if total <= 0:
+        return None
+    return math.fsum(min(theirs.get(f, 0.0), c) for f, c in ours.items()) / total
+
+
+def _listed_shares(ranked: list[_Draft], cap: float, warnings: list[str]) -> list[float]:
+    """Market shares that sum to at most `cap`: archetypes keep theirs (scaled down only if they
+    alone exceed the cap); seeded variants share what the archetypes leave, so the seed never moves
+    an archetype's share."""
+    base_total = math.fsum(d.share for d in ranked if d.variant == 1)
+    base_scale = cap / base_total if base_total > cap else 1.0
+    if base_scale < 1.0:
+        warnings.append(
+            f"market_share:scaled: archetype shares summed to {base_total:.3f}, above the prior's listed "
+            f"maximum {cap:.2f}; scaled by {base_scale:.4f}"
+        )
+    room = max(0.0, cap - base_total * base_scale)
+    variant_total = math.fsum(d.share for d in ranked if d.variant > 1)
+    variant_scale = min(1.0, room / variant_total) if variant_total > 0 else 1.0
+    if variant_total > 0 and variant_scale < 1.0:
+        warnings.append(
+            f"market_share:variants_scaled: variant shares summed to {variant_total:.3f}, the room left "
+            f"by the archetypes is {room:.3f}; scaled by {variant_scale:.4f}"
+        )
+    return [d.share * (base_scale if d.variant == 1 else variant_scale) for d in ranked]
+
+
+def _competitor(d: _Draft, rank: int, share: float) -> market_pb2.Competitor:
+    return market_pb2.Competitor(
+        id=d.id,
+        name=d.name,
+        monthly_price_usd=d.price.monthly_price_usd,
+        list_price=d.price.list_price,
+        features=[text for text, _ in d.features],
+        feature_vector=d.vector,
+        market_share=round(share, DECIMALS),
+        brand_strength=d.brand,
+        source=d.source,
+        synthetic=True,
+        rank=rank,
+        unmapped_features=d.unmapped,
+        pricing=d.price.terms(),
+        relevance=d.relevance,
+    )
+
+
+def _our_vector(
+    prior: DomainPrior, idea: idea_pb2.Idea, features: list[tuple[str, float]], drafts: list[_Draft], warnings: list[str]
+) -> tuple[dict[str, float], list[str], bool]:
+    """(our feature vector, unmapped idea features, whether the vector is the assumed median)."""
+    vector, unmapped = feature_vector(prior, features)
+    if unmapped:
+        warnings.append(f"features:unmapped: idea features {unmapped} match no canonical {prior.domain} feature")
+    if features:
+        if not any(vector.values()):
+            warnings.append(f"features:none_mapped: none of the idea's features maps onto the {prior.domain} taxonomy")
+        return vector, unmapped, False
+    named = dict(features_in_text(prior, _idea_text(idea)))
+    if named:
+        warnings.append(
+            "features:from_text: the idea lists no features; assumed full coverage of those its text names: "
+            f"{[f'{f} ({phrase})' for f, phrase in named.items()]}"
+        )
+        return {f: 1.0 if f in named else 0.0 for f in prior.feature_ids}, unmapped, False
+    archetypes = [d for d in drafts if d.variant == 1]  # never the seeded variants
+    warnings.append(
+        "features:missing: the idea lists no features and its text names none; our offering is assumed at "
+        "the landscape's median coverage per feature"
+    )
+    median = {f: round(statistics.median(d.vector[f] for d in archetypes), DECIMALS) for f in prior.feature_ids}
+    return median, unmapped, True
+
+
+def build_landscape(request: pb.BuildLandscapeRequest) -> pb.BuildLandscapeResponse:
+    count = _validate(request)
+    idea = request.idea if request.HasField("idea") else idea_pb2.Idea()
+    has_price = request.HasField("idea") and idea.HasField("price")
+    our_price = normalise_idea_price(idea.price) if has_price else None
+    prior, resolution = prior_for_idea(idea if request.HasField("idea") else None)
+    table = load_fx_table()
+    taxonomy = list(prior.feature_ids)
+    warnings = list(resolution.warnings)
+
+    drafts = [_archetype_draft(prior, a, table) for a in prior.archetypes]
+    by_relevance = sorted(range(len(prior.archetypes)), key=lambda i: (-prior.archetypes[i].relevance, i))
+    extra = max(0, count - len(prior.archetypes))
+    for k in range(extra):
+        base = prior.archetypes[by_relevance[k % len(by_relevance)]]
+        drafts.append(_variant_draft(prior, base, k // len(by_relevance) + 2, k, int(request.seed), table))
+    for d in drafts:
+        d.vector, d.unmapped = feature_vector(prior, d.features)
+
+    ours_features = [(str(t).strip(), 1.0) for t in idea.features]
+    our_vector, our_unmapped, assumed_median = _our_vector(prior, idea, ours_features, drafts, warnings)
+    unpriced = our_price is None or our_price.monthly_price_usd <= 0
+    if unpriced:
+        warnings.append(
+            "price:missing: the idea proposes no price (or 0); the simulation evaluates the personas' "
+            "WTP median and analysis recommends a price"
+        )
+
+    # Relevance ranking.
+    overlap_basis = {} if assumed_median else our_vector
+    for d in drafts:
+        overlap = _overlap(d.vector, overlap_basis)
+        score = d.prior_relevance if overlap is None else (
+            RELEVANCE_PRIOR_WEIGHT * d.prior_relevance + (1 - RELEVANCE_PRIOR_WEIGHT) * overlap
+        )
+        d.relevance = round(score, DECIMALS)
+    ranked = sorted(drafts, key=lambda d: (-d.relevance, d.name, d.id))[:count]
+
+    shares = _listed_shares(ranked, prior.listed_share_max, warnings)
+    competitors = [_competitor(d, i + 1, share) for i, (d, share) in enumerate(zip(ranked, shares))]
+    variants = sum(1 for d in ranked if d.variant > 1)
+    warnings.append(
+        f"competitors:synthetic: all {len(competitors)} competitors are synthesised from the {prior.domain} "
+        f"prior's archetypes (no imported competitor list)"
+        + (f"; {variants} are seeded variants of archetypes" if variants else "")
+    )
+
+    our = market_pb2.Competitor(
+        id=OUR_ID,
+        name=idea.title or "our_product",
+        monthly_price_usd=0.0 if unpriced else our_price.monthly_price_usd,
+        features=[t for t, _ in ours_features],
+        feature_vector=our_vector,
+        brand_strength=NEW_ENTRANT_BRAND,
+        source="idea",
+        synthetic=False,
+        unmapped_features=our_unmapped,
+    )
+    if our_price is not None:
+        our.list_price.CopyFrom(our_price.list_price)
+        our.pricing.CopyFrom(our_price.terms())
+
+    offerings = [Offering(c.id, c.name, c.monthly_price_usd, dict(c.feature_vector)) for c in competitors]
+    offerings.append(Offering(our.id, our.name, our.monthly_price_usd, our_vector, ours=True, unpriced=unpriced))
+    top = competitors[:TOP_N_GATE]
+    return pb.BuildLandscapeResponse(
+        competitors=competitors,
+        feature_taxonomy=taxonomy,
+        our_offering=our,
+        prior=prior.domain,
+        positioning=positioning_matrix(offerings, taxonomy),
+        top5_identified=len(top),
+        top5_synthetic=sum(1 for c in top if c.synthetic),
+        warnings=warnings,
+        domain_detection=resolution.method,
+        fx_rates_as_of=table.as_of,
+    )

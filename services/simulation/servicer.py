@@ -58,6 +58,9 @@ async def _run_with_progress(
         yield job.result()
     finally:
         stop.set()  # client gone or deadline passed: the engine stops at the next chunk boundary
+        if not job.done():
+            # Nobody awaits the job any more: consume its outcome (Cancelled, most likely) when it ends.
+            job.add_done_callback(lambda j: j.cancelled() or j.exception())
 
 
 class SimulationServicer(pb_grpc.SimulationServiceServicer):

@@ -1,0 +1,1 @@
+"""Monte Carlo market simulation engine: numba kernel, numpy reference, chunked runner."""

@@ -1,0 +1,359 @@
+"""Chunked, reproducible execution and the split-independent merge of chunk statistics.
+
+Chunk c (iterations [c*ci, (c+1)*ci)) draws from Generator(PCG64(SeedSequence(seed).spawn(n)[c])),
+built directly as SeedSequence(seed, spawn_key=(c,)) (the same child), so a chunk's numbers depend
+only on (seed, c). Each chunk reduces to ChunkStats:
+
+- `sums` (float64): per histogram row its sum, min and max, then base_share, final_price[J] and
+  price_change summed over the chunk's iterations. Chunks are merged by adding sums in chunk
+  order, so the floating-point result is the same for any split into shards.
+- `histogram_counts` (int64): fixed bins per row, bins set by the config only; integer counts
+  add exactly in any order, so a shard carries them summed over its chunks (in its first
+  ChunkStats) and memory does not grow with the iteration count.
+
+Quantiles are read off the merged histogram (linear interpolation inside a bin, geometric for log
+bins) and clamped to the exact merged [min, max]. The layout string names all of this; merge
+refuses shards whose layout differs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from smvm.errors import Cancelled, InvalidArgument
+
+from services.simulation.engine import kernel
+
+BINS = 1024
+# Log-binned rows resolve values down to this fraction of their upper bound; below is one bin.
+LOG_RANGE = 1e-6
+QUANTILES = (0.05, 0.10, 0.50, 0.90, 0.95)
+LAYOUT_VERSION = "smvm.sim.v1"
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The histogram rows of a spec: name blocks, and per row its bin scale."""
+
+    blocks: list[tuple[str, int, str]]
+    is_log: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return len(self.is_log)
+
+    def offset(self, name: str) -> int:
+        start = 0
+        for block, size, _ in self.blocks:
+            if block == name:
+                return start
+            start += size
+        raise KeyError(name)
+
+
+def rows_for(spec) -> Rows:
+    months, n_off, grid = spec.months, spec.n_offerings, spec.price_grid
+    m_high = spec.market_size_high
+    wtp_lo = float(np.min(spec.seg_wtp_median * np.exp(-5.0 * spec.seg_wtp_sigma))) / 2.0
+    wtp_hi = float(np.max(spec.seg_wtp_median * np.exp(5.0 * spec.seg_wtp_sigma))) * 2.0
+    blocks = [
+        ("customers", months, "log", [m_high] * months),
+        ("share", months, "lin", [1.0] * months),
+        ("revenue", months, "log", [max(m_high * spec.off_price[0], 1.0)] * months),
+        ("offering_share", n_off + 1, "lin", [1.0] * (n_off + 1)),
+        ("demand_share", len(grid), "lin", [1.0] * len(grid)),
+        ("demand_revenue", len(grid), "log", [max(m_high * g, 1.0) for g in grid]),
+        ("wtp", 1, "log", [wtp_hi]),
+    ]
+    is_log, lo, hi = [], [], []
+    for name, size, kind, highs in blocks:
+        for h in highs:
+            is_log.append(kind == "log")
+            hi.append(float(h))
+            lo.append((wtp_lo if name == "wtp" else float(h) * LOG_RANGE) if kind == "log" else 0.0)
+    return Rows([(n, s, k) for n, s, k, _ in blocks], np.array(is_log), np.array(lo), np.array(hi))
+
+
+def layout_for(spec) -> str:
+    rows = rows_for(spec)
+    blocks = ",".join(f"{n}[{s}]:{k}" for n, s, k in rows.blocks)
+    return (
+        f"{LAYOUT_VERSION};bins={BINS};log_range={LOG_RANGE:g};rows={blocks};"
+        f"sums=row_sum[{rows.count}],row_min[{rows.count}],row_max[{rows.count}],base_share,"
+        f"final_price[{spec.n_offerings}],price_change;histogram=row-major[{rows.count}x{BINS}],"
+        "summed over a shard's chunks, carried by its first ChunkStats"
+    )
+
+
+@dataclass
+class ChunkSums:
+    index: int
+    iterations: int
+    sums: np.ndarray
+
+
+@dataclass
+class Sample:
+    iteration: int
+    market_size: float
+    bass_p: float
+    bass_q: float
+    churn: float
+    price_scale: float
+    monthly_customers: np.ndarray
+    monthly_revenue: np.ndarray
+    demand_share: np.ndarray
+
+
+@dataclass
+class Partial:
+    """The statistics of a contiguous range of chunks (one shard)."""
+
+    chunk_start: int
+    chunk_count: int
+    chunks: list[ChunkSums]
+    histogram: np.ndarray  # int64, rows x BINS flattened
+    samples: list[Sample]
+    utility_evaluations: int
+    kernel_seconds: float
+    layout: str
+
+
+@dataclass
+class Output:
+    seed: int
+    iterations: int
+    months: int
+    chunks: int
+    engine: str
+    utility_evaluations: int
+    kernel_seconds: float
+    customers: np.ndarray  # (T, 6): mean, p5, p10, p50, p90, p95
+    share: np.ndarray
+    revenue: np.ndarray
+    offering_names: list[str]  # ours, competitors, "none"
+    offering_share: np.ndarray  # (J+1, 6)
+    final_price: np.ndarray  # (J+1,) mean final price (0 for "none")
+    price_grid: np.ndarray
+    demand_share: np.ndarray  # (G, 6)
+    demand_revenue: np.ndarray
+    wtp: np.ndarray  # (6,)
+    response_enabled: bool
+    share_with_response: float
+    share_without_response: float
+    mean_price_change: float
+    samples: list[Sample] = field(default_factory=list)
+
+
+def _bin_index(values: np.ndarray, is_log: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Fixed bins per row (last axis): linear on [lo, hi], or bin 0 = [0, lo) then log-spaced."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lin = np.floor(BINS * (values - lo) / (hi - lo))
+        log = 1.0 + np.floor((BINS - 1) * np.log(np.maximum(values, lo) / lo) / np.log(hi / lo))
+        log = np.where(values < lo, 0.0, log)
+    idx = np.where(is_log, log, lin)
+    return np.clip(np.nan_to_num(idx, nan=0.0), 0, BINS - 1).astype(np.int64)
+
+
+def _chunk_stats(spec, rows: Rows, out) -> tuple[np.ndarray, np.ndarray]:
+    _, customers, share, revenue, final_shares, final_prices, base_share, demand, wtp, _ = out
+    demand_revenue = demand * spec.price_grid * out[0][:, :1]
+    per_iteration = np.concatenate([customers, share, revenue, final_shares, demand, demand_revenue], axis=1)
+    n_iter_rows = per_iteration.shape[1]
+    idx = _bin_index(per_iteration, rows.is_log[:n_iter_rows], rows.lo[:n_iter_rows], rows.hi[:n_iter_rows])
+    flat = (idx + np.arange(n_iter_rows) * BINS).ravel()
+    wtp_flat = wtp.ravel()
+    wtp_idx = _bin_index(wtp_flat, rows.is_log[-1:], rows.lo[-1:], rows.hi[-1:]) + n_iter_rows * BINS
+    counts = np.bincount(np.concatenate([flat, wtp_idx]), minlength=rows.count * BINS).astype(np.int64)
+
+    list_prices = spec.off_price
+    total = list_prices[1:].sum()
+    change = final_prices[:, 1:].sum(axis=1) / total - 1.0 if total > 0 else np.zeros(len(final_prices))
+    sums = np.concatenate([
+        per_iteration.sum(axis=0), [wtp_flat.sum()],
+        per_iteration.min(axis=0), [wtp_flat.min()],
+        per_iteration.max(axis=0), [wtp_flat.max()],
+        [base_share.sum()], final_prices.sum(axis=0), [change.sum()],
+    ])
+    return sums, counts
+
+
+def chunk_generator(seed: int, chunk: int) -> np.random.Generator:
+    """The chunk's stream: child `chunk` of SeedSequence(seed).spawn(n_chunks)."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(chunk,))))
+
+
+def _run_one(spec, rows: Rows, chunk: int, simulate):
+    first, end = spec.chunk_range(chunk)
+    rng = chunk_generator(spec.seed, chunk)
+    started = time.perf_counter()
+    out = simulate(spec, rng, end - first)
+    seconds = time.perf_counter() - started
+    sums, counts = _chunk_stats(spec, rows, out)
+    samples = []
+    market, customers, _, revenue, _, _, _, demand, _, _ = out
+    for local in range(min(end, spec.sample_limit) - first):
+        samples.append(Sample(first + local, *map(float, market[local]), customers[local].copy(),
+                              revenue[local].copy(), demand[local].copy()))
+    return ChunkSums(chunk, end - first, sums), counts, samples, int(out[-1]), seconds
+
+
+def default_threads() -> int:
+    return int(os.environ.get("SMVM_SIM_THREADS", 0)) or (os.cpu_count() or 1)
+
+
+def run_chunks(
+    spec,
+    chunk_start: int,
+    chunk_count: int,
+    on_progress: Callable[[int, int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    *,
+    threads: int | None = None,
+    simulate=None,
+) -> Partial:
+    """Run chunks [chunk_start, chunk_start + chunk_count), several at a time on threads.
+
+    Each chunk is single-threaded and seeded by its index, so the thread count changes speed only.
+    `should_stop` is checked before each chunk starts; when it says stop, running chunks finish
+    and Cancelled is raised (the servicer's stop covers both a cancelled call and a passed deadline).
+    """
+    if chunk_start < 0 or chunk_count < 1 or chunk_start + chunk_count > spec.n_chunks:
+        raise InvalidArgument("chunk_count", f"chunks [{chunk_start}, {chunk_start + chunk_count}) outside [0, {spec.n_chunks})")
+    simulate = simulate or kernel.simulate
+    rows = rows_for(spec)
+    workers = max(1, min(threads or default_threads(), chunk_count))
+    histogram = np.zeros(rows.count * BINS, dtype=np.int64)
+    chunks, samples = [], []
+    evaluations, seconds = 0, 0.0
+    pending = list(range(chunk_start, chunk_start + chunk_count))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        running = []
+        stopped = False
+        while pending or running:
+            while pending and len(running) < workers and not stopped:
+                if should_stop is not None and should_stop():
+                    stopped = True
+                    break
+                running.append(pool.submit(_run_one, spec, rows, pending.pop(0), simulate))
+            if stopped and not running:
+                break
+            if not running:
+                break
+            sums, counts, chunk_samples, chunk_evals, chunk_seconds = running.pop(0).result()
+            chunks.append(sums)
+            histogram += counts
+            samples.extend(chunk_samples)
+            evaluations += chunk_evals
+            seconds += chunk_seconds
+            if on_progress is not None:
+                on_progress(len(chunks), chunk_count, evaluations)
+        if stopped:
+            raise Cancelled(f"simulation stopped after {len(chunks)} of {chunk_count} chunks")
+    return Partial(chunk_start, chunk_count, chunks, histogram, samples, evaluations, seconds, layout_for(spec))
+
+
+def _quantiles(counts: np.ndarray, is_log: bool, lo: float, hi: float, vmin: float, vmax: float) -> np.ndarray:
+    n = counts.sum()
+    cum = np.cumsum(counts)
+    out = []
+    for q in QUANTILES:
+        target = q * n
+        b = int(np.searchsorted(cum, target, side="left"))
+        b = min(b, BINS - 1)
+        before = cum[b] - counts[b]
+        frac = (target - before) / counts[b] if counts[b] > 0 else 0.5
+        if is_log:
+            if b == 0:
+                value = frac * lo
+            else:
+                ratio = hi / lo
+                lower = lo * ratio ** ((b - 1) / (BINS - 1))
+                upper = lo * ratio ** (b / (BINS - 1))
+                value = lower * (upper / lower) ** frac
+        else:
+            width = (hi - lo) / BINS
+            value = lo + (b + frac) * width
+        out.append(min(max(value, vmin), vmax))
+    return np.array(out)
+
+
+def merge(spec, partials: list[Partial]) -> Output:
+    """Merge shards covering every chunk exactly once; the result does not depend on the split."""
+    layout = layout_for(spec)
+    rows = rows_for(spec)
+    by_index: dict[int, ChunkSums] = {}
+    histogram = np.zeros(rows.count * BINS, dtype=np.int64)
+    for n, part in enumerate(partials):
+        if part.layout != layout:
+            raise InvalidArgument(f"shards[{n}].layout", "does not match this config's layout")
+        if part.histogram.shape != histogram.shape:
+            raise InvalidArgument(f"shards[{n}].chunks", "histogram size does not match the layout")
+        for chunk in part.chunks:
+            if chunk.index in by_index or not 0 <= chunk.index < spec.n_chunks:
+                raise InvalidArgument(f"shards[{n}].chunks", f"chunk {chunk.index} duplicated or out of range")
+            first, end = spec.chunk_range(chunk.index)
+            if chunk.sums.shape != (3 * rows.count + 2 + spec.n_offerings,):
+                raise InvalidArgument(f"shards[{n}].chunks", f"chunk {chunk.index} sums do not match the layout")
+            if chunk.iterations != end - first:
+                raise InvalidArgument(f"shards[{n}].chunks", f"chunk {chunk.index} has the wrong iteration count")
+            by_index[chunk.index] = chunk
+        histogram += part.histogram
+    if len(by_index) != spec.n_chunks:
+        missing = sorted(set(range(spec.n_chunks)) - set(by_index))[:5]
+        raise InvalidArgument("shards", f"chunks missing, e.g. {missing}")
+
+    r = rows.count
+    total = None
+    for index in range(spec.n_chunks):  # chunk order: the same floating-point sums for any split
+        sums = by_index[index].sums
+        if total is None:
+            total = sums[:r].copy()
+            vmin, vmax, extra = sums[r:2 * r].copy(), sums[2 * r:3 * r].copy(), sums[3 * r:].copy()
+        else:
+            total = total + sums[:r]
+            vmin = np.minimum(vmin, sums[r:2 * r])
+            vmax = np.maximum(vmax, sums[2 * r:3 * r])
+            extra = extra + sums[3 * r:]
+    n = spec.iterations
+    counts = np.asarray(histogram).reshape(r, BINS)
+    stats = np.empty((r, 6))
+    for row in range(r):
+        rows_n = n * spec.customers if row == r - 1 else n
+        stats[row, 0] = total[row] / rows_n
+        stats[row, 1:] = _quantiles(counts[row], bool(rows.is_log[row]), rows.lo[row], rows.hi[row], vmin[row], vmax[row])
+
+    def block(name: str) -> np.ndarray:
+        start = rows.offset(name)
+        size = dict((b, s) for b, s, _ in rows.blocks)[name]
+        return stats[start:start + size]
+
+    n_off = spec.n_offerings
+    base_share = extra[0] / n
+    final_price = np.concatenate([extra[1:1 + n_off] / n, [0.0]])
+    price_change = extra[1 + n_off] / n
+    offering_share = block("offering_share")
+    samples: list[Sample] = []
+    for part in partials:
+        samples.extend(part.samples)
+    samples.sort(key=lambda s: s.iteration)
+    return Output(
+        seed=spec.seed, iterations=n, months=spec.months, chunks=spec.n_chunks, engine=kernel.ENGINE,
+        utility_evaluations=sum(p.utility_evaluations for p in partials),
+        kernel_seconds=sum(p.kernel_seconds for p in partials),
+        customers=block("customers"), share=block("share"), revenue=block("revenue"),
+        offering_names=list(spec.offering_names), offering_share=offering_share, final_price=final_price,
+        price_grid=spec.price_grid.copy(), demand_share=block("demand_share"), demand_revenue=block("demand_revenue"),
+        wtp=block("wtp")[0], response_enabled=spec.competitive_response,
+        share_with_response=float(offering_share[0, 0]), share_without_response=float(base_share),
+        mean_price_change=float(price_change), samples=samples[: spec.sample_limit],
+    )

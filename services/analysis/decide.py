@@ -1,0 +1,434 @@
+"""The analysis stage's entry point: simulation output in, a fully evidenced GO / PIVOT / KILL out.
+
+Flow: validate the request -> read the simulation into arrays -> price, market and financial
+findings at the proposed price (and, for the pivot question, at the revenue-maximising price, on the
+same simulated worlds) -> the policy's weighted matrix per Monte Carlo iteration -> band, knock-outs,
+confidence -> gate, next steps, report. Missing inputs degrade with warnings; malformed ones raise
+InvalidArgument naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.analysis import pricing, report
+from services.analysis.costs import cost_assumptions
+from services.analysis.financials import FinancialSummary, summarise
+from services.analysis.inputs import SimInputs, read_simulation
+from services.analysis.market import MarketSizingResult, size_market
+from services.analysis.policy import Policy, load_policy
+from services.analysis.scoring import DimensionScore, Evidence, band, composite, score_dimensions
+from services.analysis.stats import finite, wprob, wquantile
+from services.analysis.voi import DRIVER_LABELS, DriverValue, evppi
+from smvm.errors import InvalidArgument
+from smvm.v1 import analysis_service_pb2, decision_pb2
+
+PERIOD_MONTHS = {"": 1.0, "monthly": 1.0, "weekly": 12.0 / 52.0, "quarterly": 3.0, "annual": 12.0, "yearly": 12.0}
+RECOMMENDATION = {
+    "GO": decision_pb2.RECOMMENDATION_GO,
+    "PIVOT": decision_pb2.RECOMMENDATION_PIVOT,
+    "KILL": decision_pb2.RECOMMENDATION_KILL,
+}
+
+
+# ---------------------------------------------------------------------------------------- inputs
+def _check_finite(value: float, field: str, lo: float | None = None, hi: float | None = None) -> None:
+    if not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f" in [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        raise InvalidArgument(field, f"must be finite{bounds}, got {value}")
+
+
+def validate_request(request: analysis_service_pb2.AnalyzeRequest) -> None:
+    if not request.HasField("simulation"):
+        raise InvalidArgument("simulation", "the request carries no simulation result")
+    idea = request.idea
+    _check_finite(idea.price.amount, "idea.price.amount", 0.0)
+    if idea.HasField("estimated_build_months"):
+        _check_finite(idea.estimated_build_months, "idea.estimated_build_months", 0.0)
+    if idea.HasField("team_coverage"):
+        _check_finite(idea.team_coverage, "idea.team_coverage", 0.0, 1.0)
+    for name in ("tam_usd", "sam_usd", "som_usd"):
+        _check_finite(getattr(idea.market_size, name), f"idea.market_size.{name}", 0.0)
+    _check_finite(request.our_offering.monthly_price_usd, "our_offering.monthly_price_usd", 0.0)
+    for i, c in enumerate(request.competitors):
+        _check_finite(c.monthly_price_usd, f"competitors[{i}].monthly_price_usd", 0.0)
+    if request.HasField("simulation_config"):
+        _check_finite(request.simulation_config.our_offering.monthly_price_usd,
+                      "simulation_config.our_offering.monthly_price_usd", 0.0)
+
+
+def proposed_price(request, warnings: list[str]) -> tuple[float, str]:
+    """(monthly USD price the founder proposes, where it came from); 0 when none was given."""
+    if request.our_offering.monthly_price_usd > 0:
+        return float(request.our_offering.monthly_price_usd), "our_offering.monthly_price_usd"
+    price = request.idea.price
+    if price.amount > 0:
+        currency = (price.currency or "USD").upper()
+        period = (price.billing_period or "monthly").lower()
+        if currency != "USD":
+            warnings.append(f"idea.price is in {currency} and no normalised price was given: it is not used")
+        elif period == "one_time":
+            months = price.amortisation_months or 24
+            return price.amount / months, f"idea.price (one-time, amortised over {months} months)"
+        elif period in PERIOD_MONTHS:
+            return price.amount / PERIOD_MONTHS[period], f"idea.price ({period})"
+        else:
+            warnings.append(f"idea.price.billing_period '{price.billing_period}' is unknown: the price is not used")
+    if request.HasField("simulation_config") and request.simulation_config.our_offering.monthly_price_usd > 0:
+        warnings.append("no price in the idea: the simulated price is analysed and a revenue-maximising price recommended")
+        return 0.0, "none"
+    warnings.append("no price given anywhere: the analysis assumes the simulated price")
+    return 0.0, "none"
+
+
+# ------------------------------------------------------------------------------------- scenarios
+@dataclass
+class Scenario:
+    """The simulated worlds re-priced to one price (common random numbers across prices)."""
+
+    price: float
+    revenue: np.ndarray  # (n, T)
+    customers: np.ndarray
+    finance: FinancialSummary
+    market: MarketSizingResult
+    retention: np.ndarray
+    evidence: Evidence
+    dimensions: list[DimensionScore]
+    composite: float
+    composite_per_iteration: np.ndarray
+
+
+def _competition(request, sim_result, our_name: str):
+    """(our share, top competitor share, its name, response ratio, our coverage, their coverage, their median price)."""
+    ours = top = None
+    top_name = ""
+    shares = [s for s in sim_result.offering_shares if s.name != "none"]
+    if shares:
+        mine = next((s for s in shares if our_name and s.name == our_name), shares[0])
+        ours = finite(mine.share.mean)
+        others = [s for s in shares if s is not mine]
+        if others:
+            best = max(others, key=lambda s: s.share.mean)
+            top, top_name = finite(best.share.mean), best.name
+    ratio = None
+    cr = sim_result.competitive_response
+    if cr.enabled and cr.share_without_response > 0:
+        ratio = cr.share_with_response / cr.share_without_response
+    our_cov = their_cov = None
+    if request.our_offering.feature_vector and request.competitors:
+        keys = set(request.our_offering.feature_vector)
+        for c in request.competitors:
+            keys |= set(c.feature_vector)
+        keys = sorted(keys)
+        our_cov = float(np.mean([request.our_offering.feature_vector.get(k, 0.0) for k in keys]))
+        their_cov = float(np.mean([[c.feature_vector.get(k, 0.0) for k in keys] for c in request.competitors]))
+    elif request.HasField("simulation_config") and request.simulation_config.competitors and request.simulation_config.our_offering.features:
+        cfg = request.simulation_config
+        our_cov = float(np.mean(cfg.our_offering.features))
+        their_cov = float(np.mean([np.mean(c.features) if c.features else 0.0 for c in cfg.competitors]))
+    prices = [c.monthly_price_usd for c in request.competitors if c.monthly_price_usd > 0]
+    if not prices and request.HasField("simulation_config"):
+        prices = [c.monthly_price_usd for c in request.simulation_config.competitors if c.monthly_price_usd > 0]
+    median_price = float(np.median(prices)) if prices else None
+    return ours, top, top_name, ratio, our_cov, their_cov, median_price
+
+
+def _scenario(price: float, sim: SimInputs, request, policy: Policy, costs, wtp, competition) -> Scenario:
+    d = sim.draws
+    mult = pricing.adoption_multipliers(sim.prices, d.demand_share, sim.mean_share, sim.sim_price, price)
+    customers = d.customers * mult[:, None]
+    revenue = d.revenue * mult[:, None] * (price / sim.sim_price if sim.sim_price > 0 else 1.0)
+    window = int(policy.num("financial_viability.payback_window_months"))
+    finance = summarise(revenue, customers, d.churn, d.weights, costs, window)
+    ms = request.idea.market_size
+    market = size_market(ms.tam_usd, ms.sam_usd, ms.som_usd, revenue[:, -1], d.weights,
+                         policy.num("market.som_disagreement_factor"))
+    retention = pricing.retention_rows(sim.prices, d.demand_share, price)
+    ours, top, top_name, ratio, our_cov, their_cov, median_price = competition
+    idea = request.idea
+    bias = request.bias_report if request.HasField("bias_report") else None
+    ev = Evidence(
+        weights=d.weights, price=price, horizon_months=sim.months, tam_usd=market.tam_usd,
+        som_bottom_up=12.0 * revenue[:, -1], wtp_p10=wtp.p10, wtp_p50=wtp.p50 if wtp.source != "none" else 0.0,
+        wtp_p90=wtp.p90, retention=retention, roi=finance.roi, payback=finance.payback,
+        revenue_p10=finance.revenue_p10, revenue_p50=finance.revenue_p50, our_share=ours,
+        top_competitor_share=top, top_competitor_name=top_name, response_ratio=ratio,
+        our_coverage=our_cov, competitor_coverage=their_cov, competitor_median_price=median_price,
+        build_months=idea.estimated_build_months if idea.HasField("estimated_build_months") else None,
+        team_coverage=idea.team_coverage if idea.HasField("team_coverage") else None,
+        bias_passed=bias.passed if bias is not None else None, bias_flags=list(bias.flags) if bias else [],
+        market_disagreement=market.disagreement, iterations=d.n if d.source == "samples" else 0,
+    )
+    dims = score_dimensions(ev, policy)
+    point, per = composite(dims)
+    return Scenario(price, revenue, customers, finance, market, retention, ev, dims, point, per)
+
+
+# ------------------------------------------------------------------------------------- decision
+def _knockouts(sim: SimInputs, used: Scenario, best: Scenario, request, policy: Policy) -> list[tuple[str, float]]:
+    """Show-stoppers and the share of iterations in which each holds (1.0 for deterministic inputs)."""
+    out = []
+    w = sim.draws.weights
+    min_share = policy.num("show_stoppers.min_demand_share")
+    if sim.mean_share.max() < min_share:
+        held = wprob(sim.draws.demand_share.max(axis=1) < min_share, w)
+        out.append((f"no demand: no grid price reaches a {min_share:.1%} share of aware customers "
+                    f"(best {sim.mean_share.max():.3%})", held))
+    min_p = policy.num("show_stoppers.min_probability_npv_positive")
+    if used.finance.probability_npv_positive < min_p and best.finance.probability_npv_positive < min_p:
+        held = wprob((used.finance.npv <= 0) & (best.finance.npv <= 0), w)
+        out.append((f"no profitable price: P(NPV > 0) is {used.finance.probability_npv_positive:.1%} at "
+                    f"${used.price:,.2f} and {best.finance.probability_npv_positive:.1%} at ${best.price:,.2f}", held))
+    idea = request.idea
+    if (policy.get("show_stoppers.build_beyond_horizon") and idea.HasField("estimated_build_months")
+            and idea.estimated_build_months > sim.months):
+        out.append((f"build ({idea.estimated_build_months:g} months) is longer than the simulated horizon ({sim.months} months)", 1.0))
+    tam = idea.market_size.tam_usd
+    tam_min = policy.num("market.tam_min_usd")
+    if 0 < tam < tam_min:
+        out.append((f"TAM ${tam:,.0f} is below the ${tam_min:,.0f} minimum", 1.0))
+    return out
+
+
+def _confidence_factors(sim: SimInputs, request, dims, price_source: str, policy: Policy) -> list[tuple[str, float]]:
+    factors = []
+    c = lambda key: policy.num(f"confidence.{key}")  # noqa: E731
+    if request.HasField("bias_report"):
+        if not request.bias_report.passed:
+            factors.append(("persona bias report failed", c("bias_failed")))
+        if request.bias_report.flags:
+            f = max(c("per_bias_flag") ** len(request.bias_report.flags), c("min_flag_factor"))
+            factors.append((f"bias flags: {', '.join(request.bias_report.flags)}", f))
+    neutral = [d.name for d in dims if d.neutral]
+    if neutral:
+        factors.append((f"no evidence for {', '.join(neutral)}", c("per_neutral_dimension") ** len(neutral)))
+    if sim.draws.source == "quantiles":
+        factors.append(("no per-iteration samples (quantile scenarios only)", c("quantile_scenarios")))
+    elif sim.draws.n < policy.num("risk.min_iterations"):
+        factors.append((f"only {sim.draws.n} Monte Carlo samples", c("few_samples")))
+    if price_source == "none":
+        factors.append(("no proposed price", c("no_price")))
+    return factors
+
+
+def _fmt_price(p: float) -> str:
+    return f"${p:,.2f}/month"
+
+
+def analyze(request: analysis_service_pb2.AnalyzeRequest, policy=None) -> analysis_service_pb2.AnalyzeResponse:
+    pol = load_policy(policy)
+    validate_request(request)
+    warnings: list[str] = list(request.idea.warnings)
+    proposed, price_source = proposed_price(request, warnings)
+    config = request.simulation_config if request.HasField("simulation_config") else None
+    sim = read_simulation(request.simulation, config, proposed)
+    warnings += sim.warnings
+    price = proposed if proposed > 0 else sim.sim_price
+    if sim.prices.size and not (sim.prices[0] <= price <= sim.prices[-1]):
+        warnings.append(f"the price {_fmt_price(price)} lies outside the simulated grid "
+                        f"[{sim.prices[0]:,.2f}, {sim.prices[-1]:,.2f}]: demand is extrapolated flat")
+    d = sim.draws
+    cap = pol.num("pricing.elasticity_cap")
+
+    # pricing
+    wtp_q = request.simulation.wtp_usd
+    wtp = pricing.wtp_quantiles(wtp_q.p10, wtp_q.p50, wtp_q.p90, sim.prices, sim.mean_share)
+    warnings += wtp.notes
+    optimum = pricing.revenue_maximising_price(sim.prices, sim.mean_share)
+    if optimum.at_edge:
+        warnings.append(f"the revenue-maximising price is at the edge of the simulated grid ({_fmt_price(optimum.price)}): the true optimum may lie beyond it")
+    elasticity = pricing.elasticity_at(sim.prices, sim.mean_share, price, cap)
+    per_e = pricing.elasticities_at_rows(sim.prices, d.demand_share, price, cap)
+    level = pol.num("pricing.ci_level")
+    e_lo, e_hi = (wquantile(per_e, d.weights, [(1 - level) / 2, (1 + level) / 2]) if per_e.size else (elasticity, elasticity))
+    profile = pricing.elasticity_profile(sim.prices, sim.mean_share, d.demand_share, d.weights, level, cap)
+
+    # scenarios at the used price and at the revenue-maximising price (same worlds, same costs)
+    build = request.idea.estimated_build_months if request.idea.HasField("estimated_build_months") else None
+    costs = cost_assumptions(pol, request.idea.domain, price, build)
+    our_name = request.our_offering.name or (config.our_offering.name if config is not None else "")
+    competition = _competition(request, request.simulation, our_name)
+    used = _scenario(price, sim, request, pol, costs, wtp, competition)
+    best_price = optimum.price if not optimum.no_demand else price
+    best = _scenario(best_price, sim, request, pol, costs, wtp, competition) if best_price != price else used
+
+    # decision
+    recommendation = band(used.composite, pol)
+    knockouts = _knockouts(sim, used, best, request, pol)
+    iteration_bands = band(used.composite_per_iteration, pol)
+    base_confidence = wprob(iteration_bands == recommendation, d.weights)
+    basis = f"{base_confidence:.0%} of Monte Carlo iterations land in the {recommendation} band"
+    pivot_suggestions: list[str] = []
+    price_change = (best.price - price) / price if price > 0 else 0.0
+    gain = (best.finance.revenue_p50 - used.finance.revenue_p50) / used.finance.revenue_p50 if used.finance.revenue_p50 > 0 else pol.num("pricing.max_reported_gain")
+    gain = min(gain, pol.num("pricing.max_reported_gain"))
+    price_pivot = (abs(price_change) > pol.num("pricing.pivot_min_price_change")
+                   and gain > pol.num("pricing.pivot_min_revenue_gain") and not optimum.no_demand)
+    if knockouts:
+        recommendation = "KILL"
+        base_confidence = max(p for _, p in knockouts)
+        basis = "show-stopper: " + "; ".join(t for t, _ in knockouts)
+    elif recommendation == "KILL" and pol.get("decision.reprice_rescue") and price_pivot and best.composite >= pol.pivot_threshold:
+        recommendation = "PIVOT"
+        base_confidence = wprob(best.composite_per_iteration >= pol.pivot_threshold, d.weights)
+        basis = (f"KILL at {_fmt_price(price)} (composite {used.composite:.1f}) but re-priced to {_fmt_price(best.price)} "
+                 f"the same simulated worlds score {best.composite:.1f}; {base_confidence:.0%} of them reach PIVOT or better")
+    factors = _confidence_factors(sim, request, used.dimensions, price_source, pol)
+    confidence = base_confidence * math.prod(f for _, f in factors)
+    confidence = min(max(finite(confidence), 0.0), 1.0)
+
+    if price_pivot and recommendation != "KILL":
+        verb = "lower" if price_change < 0 else "raise"
+        pivot_suggestions.append(
+            f"price: {verb} to {_fmt_price(best.price)} ({price_change:+.0%}); simulated {sim.months}-month revenue P50 "
+            f"{gain:+.0%}, composite {used.composite:.1f} -> {best.composite:.1f}")
+    if recommendation == "PIVOT":
+        pivot_suggestions += _non_price_pivots(request, used, price, wtp)
+
+    # value of information
+    voi: list[DriverValue] = []
+    if d.source == "samples" and d.n >= pol.num("voi.min_iterations"):
+        drivers = {k: getattr(d, k) for k in DRIVER_LABELS}
+        voi = evppi(used.finance.npv, drivers, d.weights, int(pol.num("voi.bins")))
+
+    tornado = sensitivity(price, sim, request, pol, costs, wtp, competition)
+
+    decision = decision_pb2.Decision(
+        recommendation=RECOMMENDATION[recommendation], confidence=confidence, composite_score=used.composite,
+        policy_version=pol.version,
+    )
+    for dim in used.dimensions:
+        decision.criteria.add(name=dim.name, weight=dim.weight, score=dim.score, evidence=dim.evidence, neutral=dim.neutral)
+    m = used.market
+    decision.market.CopyFrom(decision_pb2.MarketSizing(
+        tam_usd=m.tam_usd, sam_usd=m.sam_usd, som_usd=m.som_usd, som_bottom_up_usd=m.som_bottom_up_usd, disagreement=m.disagreement))
+    decision.pricing.CopyFrom(decision_pb2.PricingInsight(
+        proposed_price_usd=proposed, wtp_p10_usd=wtp.p10, wtp_p50_usd=wtp.p50, wtp_p90_usd=wtp.p90,
+        revenue_maximising_price_usd=0.0 if optimum.no_demand else optimum.price,
+        elasticity_at_price=elasticity, elasticity_ci_low=float(e_lo), elasticity_ci_high=float(e_hi)))
+    f = used.finance
+    decision.financials.CopyFrom(decision_pb2.Financials(
+        revenue_p10_usd=f.revenue_p10, revenue_p50_usd=f.revenue_p50, revenue_p90_usd=f.revenue_p90,
+        npv_p50_usd=f.npv_p50, probability_npv_positive=f.probability_npv_positive, roi_p50=f.roi_p50,
+        payback_month_p50=f.payback_p50, probability_payback_within_24_months=f.probability_payback_within,
+        discount_rate_annual=costs.discount_rate_annual, cac_usd=costs.cac_usd, gross_margin=costs.gross_margin,
+        fixed_costs_monthly_usd=costs.fixed_costs_monthly_usd))
+    decision.pivot_suggestions.extend(pivot_suggestions)
+    decision.critical_success_factors.extend(_success_factors(used, pol, wtp, price))
+    next_steps = _next_steps(recommendation, voi, pivot_suggestions, used)
+    decision.next_steps.extend(next_steps)
+    from services.analysis.gate import gate_decision  # local: gate depends on this module's outputs only
+    decision.gate.CopyFrom(gate_decision(recommendation, confidence, used, knockouts, request, sim, pol, next_steps))
+    decision.rationale = (
+        f"{recommendation}: composite {used.composite:.1f} (GO >= {pol.go_threshold:g}, PIVOT >= {pol.pivot_threshold:g}); "
+        f"{basis}; confidence {confidence:.0%} after evidence factors"
+        + (" (" + "; ".join(f"{t} x{v:.2f}" for t, v in factors) + ")" if factors else "")
+        + f"; P(NPV > 0) = {f.probability_npv_positive:.0%}, P(payback <= {f.payback_window_months} months) = {f.probability_payback_within:.0%}"
+    )
+    markdown = report.render(
+        request=request, decision=decision, recommendation=recommendation, used=used, best=best, sim=sim, wtp=wtp,
+        optimum=optimum, profile=profile, costs=costs, voi=voi, tornado=tornado, warnings=warnings, factors=factors,
+        base_confidence=base_confidence, basis=basis, price_source=price_source, policy=pol)
+    return analysis_service_pb2.AnalyzeResponse(decision=decision, report_markdown=markdown)
+
+
+@dataclass
+class Swing:
+    driver: str
+    low_label: str
+    high_label: str
+    npv_low: float
+    npv_high: float
+    band_low: str
+    band_high: str
+
+
+def sensitivity(price, sim: SimInputs, request, policy: Policy, costs, wtp, competition) -> list[Swing]:
+    """One-at-a-time swings of the key drivers on the same simulated worlds (common random numbers).
+
+    Each swing re-scores the whole matrix, so a driver whose swing changes the band is visible.
+    """
+    d = sim.draws
+
+    def scaled_market(f):
+        return dataclasses.replace(sim, draws=dataclasses.replace(d, customers=d.customers * f, revenue=d.revenue * f))
+
+    def run(p=price, s=sim, c=costs):
+        sc = _scenario(p, s, request, policy, c, wtp, competition)
+        return sc.finance.npv_p50, band(sc.composite, policy)
+
+    cases = [
+        ("price", "-20%", "+20%", lambda: run(p=price * 0.8), lambda: run(p=price * 1.2)),
+        ("market size", "-25%", "+25%", lambda: run(s=scaled_market(0.75)), lambda: run(s=scaled_market(1.25))),
+        ("CAC", "+50%", "-50%", lambda: run(c=dataclasses.replace(costs, cac_usd=costs.cac_usd * 1.5)),
+         lambda: run(c=dataclasses.replace(costs, cac_usd=costs.cac_usd * 0.5))),
+        ("fixed costs", "+25%", "-25%",
+         lambda: run(c=dataclasses.replace(costs, fixed_costs_monthly_usd=costs.fixed_costs_monthly_usd * 1.25,
+                                           initial_investment_usd=costs.initial_investment_usd * 1.25)),
+         lambda: run(c=dataclasses.replace(costs, fixed_costs_monthly_usd=costs.fixed_costs_monthly_usd * 0.75,
+                                           initial_investment_usd=costs.initial_investment_usd * 0.75))),
+    ]
+    out = []
+    for name, lo_label, hi_label, low, high in cases:
+        (npv_lo, band_lo), (npv_hi, band_hi) = low(), high()
+        out.append(Swing(name, lo_label, hi_label, npv_lo, npv_hi, band_lo, band_hi))
+    return sorted(out, key=lambda s: -abs(s.npv_high - s.npv_low))
+
+
+def _non_price_pivots(request, used: Scenario, price: float, wtp) -> list[str]:
+    out = []
+    personas = [p for p in request.personas if p.wtp.median_usd > 0]
+    if personas and price > 0:
+        best = max(personas, key=lambda p: p.wtp.median_usd)
+        if best.wtp.median_usd >= price:
+            out.append(f"segment: focus on '{best.name or best.segment}' (WTP median ${best.wtp.median_usd:,.2f} >= "
+                       f"price ${price:,.2f}; weight {best.weight:.0%} of the market)")
+    ev = used.evidence
+    if ev.our_coverage is not None and ev.competitor_coverage is not None and ev.our_coverage < ev.competitor_coverage:
+        gaps = []
+        if request.our_offering.feature_vector and request.competitors:
+            keys = {k for c in request.competitors for k in c.feature_vector}
+            gap = {k: np.mean([c.feature_vector.get(k, 0.0) for c in request.competitors]) - request.our_offering.feature_vector.get(k, 0.0)
+                   for k in keys}
+            gaps = [k for k, v in sorted(gap.items(), key=lambda kv: -kv[1]) if v > 0][:3]
+        out.append(f"positioning: close the feature gap (coverage {ev.our_coverage:.2f} vs competitors {ev.competitor_coverage:.2f})"
+                   + (f", first on {', '.join(gaps)}" if gaps else ""))
+    return out
+
+
+def _success_factors(used: Scenario, policy: Policy, wtp, price: float) -> list[str]:
+    f = used.finance
+    out = []
+    if f.break_even_cac_p50 > 0:
+        out.append(f"keep CAC below ${f.break_even_cac_p50:,.0f} (NPV break-even, P50; assumed ${f.costs.cac_usd:,.0f})")
+    if wtp.p50 > 0 and price > 0:
+        out.append(f"hold the price near customers' WTP (median ${wtp.p50:,.2f} vs price ${price:,.2f})")
+    if f.payback_p50 > 0:
+        out.append(f"reach payback by month {f.payback_p50} (P50) - {f.probability_payback_within:.0%} chance within {f.payback_window_months} months")
+    weakest = min(used.dimensions, key=lambda d: d.score)
+    out.append(f"lift the weakest dimension, {weakest.name} ({weakest.score:.0f}/100): {weakest.evidence}")
+    return out
+
+
+def _next_steps(recommendation: str, voi: list[DriverValue], pivots: list[str], used: Scenario) -> list[str]:
+    steps = []
+    if voi and voi[0].evppi_usd >= 1.0:
+        top = voi[0]
+        label = DRIVER_LABELS.get(top.driver, top.driver)
+        text = f"test the {label} first: perfect information on it is worth ${top.evppi_usd:,.0f} of expected NPV"
+        if top.flip_value is not None:
+            side = "above" if top.invest_above else "below"
+            text += f"; the investment case holds only {side} {top.flip_value:,.4g}"
+        steps.append(text)
+    if recommendation == "GO":
+        steps += ["proceed to detailed market analysis", "schedule the technical architecture review"]
+    elif recommendation == "PIVOT":
+        steps += [f"re-validate after the pivot: {p}" for p in pivots[:2]] or ["rework the weakest dimension and re-run the validation"]
+    else:
+        weakest = min(used.dimensions, key=lambda d: d.score)
+        steps.append(f"stop; revisit only if the {weakest.name} evidence changes ({weakest.evidence})")
+    return steps

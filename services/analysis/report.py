@@ -1,0 +1,103 @@
+"""The Markdown validation report: the decision first, then every figure with its evidence."""
+
+from __future__ import annotations
+
+
+def _money(x: float) -> str:
+    sign = "-" if x < 0 else ""
+    return f"{sign}${abs(x):,.0f}" if abs(x) >= 100 else f"{sign}${abs(x):,.2f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in rows]
+    return out + [""]
+
+
+def render(*, request, decision, recommendation, used, best, sim, wtp, optimum, profile, costs, voi, tornado, warnings,
+           factors, base_confidence, basis, price_source, policy) -> str:
+    idea = request.idea
+    f = used.finance
+    lines = [f"# Validation report: {idea.title or 'untitled idea'}", ""]
+    lines += [f"**Recommendation: {recommendation}** (confidence {decision.confidence:.0%}, composite {decision.composite_score:.1f}/100; "
+              f"GO >= {policy.go_threshold:g}, PIVOT >= {policy.pivot_threshold:g}). Gate: **{decision.gate.gate_decision}**.", ""]
+    lines += [f"- Why: {basis}.",
+              f"- P(NPV > 0) = {f.probability_npv_positive:.0%}; P(payback <= {f.payback_window_months} months) = {f.probability_payback_within:.0%}; "
+              f"P(ROI > 0) = {f.probability_roi_positive:.0%}.",
+              f"- Confidence = {base_confidence:.0%} (share of iterations in the band)"
+              + ("".join(f" x {v:.2f} ({t})" for t, v in factors)) + f" = {decision.confidence:.0%}.",
+              f"- Policy {decision.policy_version}; {sim.draws.n} Monte Carlo {'samples' if sim.draws.source == 'samples' else 'quantile scenarios'} "
+              f"of {sim.iterations} iterations, {sim.months} months.", ""]
+    if decision.pivot_suggestions:
+        lines += ["## What to change", ""] + [f"- {p}" for p in decision.pivot_suggestions] + [""]
+
+    lines += ["## Decision matrix", ""]
+    lines += _table(["Dimension", "Weight", "Score", "Evidence"],
+                    [[c.name + (" (neutral)" if c.neutral else ""), f"{c.weight:.0%}", f"{c.score:.1f}", c.evidence] for c in decision.criteria])
+
+    lines += ["## T0+3 gate", ""]
+    lines += _table(["Criterion", "Passed", "Evidence"], [[c.name, "yes" if c.passed else "**no**", c.evidence] for c in decision.gate.criteria])
+
+    p = decision.pricing
+    lines += ["## Pricing", ""]
+    lines += [f"- Price analysed: {_money(used.price)}/month ({price_source if price_source != 'none' else 'assumed: the simulated price'}).",
+              f"- Willingness to pay ({wtp.source}): P10 {_money(p.wtp_p10_usd)}, P50 {_money(p.wtp_p50_usd)}, P90 {_money(p.wtp_p90_usd)}.",
+              (f"- Revenue-maximising price (Gabor-Granger over the simulated grid): {_money(p.revenue_maximising_price_usd)}/month"
+               + (" (at the grid edge)" if optimum.at_edge else "") if not optimum.no_demand else "- No price on the grid attracts demand."),
+              f"- Point elasticity at the price: {p.elasticity_at_price:.2f} ({policy.num('pricing.ci_level'):.0%} Monte Carlo interval "
+              f"{p.elasticity_ci_low:.2f} to {p.elasticity_ci_high:.2f}); "
+              + ("elastic: a price cut raises revenue." if p.elasticity_at_price < -1 else "inelastic: a price rise raises revenue."), ""]
+    step = max(1, profile.prices.size // 8)
+    rows = []
+    for i in range(0, profile.prices.size, step):
+        arc = f"{profile.arc[i]:.2f}" if i < profile.arc.size else ""
+        rows.append([_money(profile.prices[i]), f"{sim.mean_share[i]:.2%}", _money(profile.prices[i] * sim.mean_share[i]),
+                     f"{profile.point[i]:.2f} [{profile.point_low[i]:.2f}, {profile.point_high[i]:.2f}]", arc])
+    lines += _table(["Price", "Share of aware customers", "Revenue per aware customer", "Point elasticity [CI]", "Arc elasticity to next"], rows)
+
+    m = decision.market
+    lines += ["## Market sizing (USD/year)", ""]
+    lines += _table(["", "Top-down (inputs)", "Bottom-up (simulation)"],
+                    [["TAM", _money(m.tam_usd) if m.tam_usd else "not given", ""],
+                     ["SAM", _money(m.sam_usd) if m.sam_usd else "not given", ""],
+                     ["SOM", _money(m.som_usd) if m.som_usd else "not given",
+                      f"{_money(used.market.som_bottom_up_usd)} (P10 {_money(used.market.som_bottom_up_p10_usd)}, P90 {_money(used.market.som_bottom_up_p90_usd)})"]])
+    lines += [f"- {n}" for n in used.market.notes] + ([""] if used.market.notes else [])
+
+    lines += ["## Financials", ""]
+    lines += _table(["Figure", "Value"], [
+        [f"Revenue over {sim.months} months (P10 / P50 / P90)", f"{_money(f.revenue_p10)} / {_money(f.revenue_p50)} / {_money(f.revenue_p90)}"],
+        [f"NPV at {costs.discount_rate_annual:.0%}/yr (P10 / P50 / P90)", f"{_money(f.npv_p10)} / {_money(f.npv_p50)} / {_money(f.npv_p90)}"],
+        ["ROI (P50)", f"{f.roi_p50:+.0%}"],
+        ["Payback month (P50)", str(f.payback_p50) if f.payback_p50 else "not within the horizon"],
+        ["Operating break-even month (P50)", str(f.break_even_p50) if f.break_even_p50 else "not within the horizon"],
+        ["Break-even CAC (P50)", _money(f.break_even_cac_p50)],
+    ])
+    months = [t for t in (1, 3, 6, 12, 18, 24, 30, 36) if t <= sim.months]
+    lines += ["Monthly revenue fan:", ""]
+    lines += _table(["Month", "P10", "P50", "P90"],
+                    [[str(t), _money(f.monthly_p10[t - 1]), _money(f.monthly_p50[t - 1]), _money(f.monthly_p90[t - 1])] for t in months])
+    lines += ["Cost assumptions:", ""] + [f"- {b}" for b in costs.basis] + [""]
+    if best is not used:
+        lines += [f"At the revenue-maximising price {_money(best.price)}: revenue P50 {_money(best.finance.revenue_p50)}, NPV P50 "
+                  f"{_money(best.finance.npv_p50)}, P(NPV > 0) {best.finance.probability_npv_positive:.0%}, composite {best.composite:.1f}.", ""]
+
+    if tornado:
+        lines += ["## Sensitivity (one at a time, same simulated worlds)", ""]
+        rows = []
+        for sw in tornado:
+            flips = [b for b in (sw.band_low, sw.band_high) if b != recommendation]
+            rows.append([sw.driver, f"{sw.low_label}: {_money(sw.npv_low)} ({sw.band_low})",
+                         f"{sw.high_label}: {_money(sw.npv_high)} ({sw.band_high})", _money(abs(sw.npv_high - sw.npv_low)),
+                         "**yes**: " + "/".join(flips) if flips else "no"])
+        lines += _table(["Driver", "Downside: NPV P50 (band)", "Upside: NPV P50 (band)", "Swing", "Flips the call"], rows)
+    if voi:
+        lines += ["## Value of information", ""]
+        lines += _table(["Driver", "EVPPI (expected NPV)", "Call flips at"],
+                        [[v.driver, _money(v.evppi_usd), f"{v.flip_value:,.4g}" if v.flip_value is not None else "-"] for v in voi])
+
+    lines += ["## Critical success factors", ""] + [f"- {s}" for s in decision.critical_success_factors] + [""]
+    lines += ["## Next steps", ""] + [f"{i}. {s}" for i, s in enumerate(decision.next_steps, 1)] + [""]
+    if warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in dict.fromkeys(warnings)] + [""]
+    return "\n".join(lines)

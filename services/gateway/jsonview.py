@@ -1,0 +1,80 @@
+"""The JSON face of the gRPC messages: the proto's field names, enums by short name.
+
+`json_format` does the heavy lifting; on top of it enum values lose their type prefix
+(RUN_STATE_RUNNING -> "RUNNING", RECOMMENDATION_GO -> "GO"), 64-bit integers stay numbers, fields
+without presence are always printed (a progress of 0 is still a progress), and RunStatus.state is
+shown as `status`, the name the integration guide and TractionBuild's gate check use.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+# (message full name, proto field name) -> JSON name.
+RENAMED_FIELDS = {("smvm.v1.RunStatus", "state"): "status"}
+
+
+def _snake_upper(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
+
+
+def enum_short_name(enum: EnumDescriptor, value_name: str) -> str:
+    """RUN_STATE_RUNNING of enum RunState -> RUNNING (values without the prefix stay as they are)."""
+    prefix = _snake_upper(enum.name) + "_"
+    return value_name[len(prefix):] if value_name.startswith(prefix) else value_name
+
+
+def _is_well_known(descriptor: Descriptor) -> bool:
+    return descriptor.full_name.startswith("google.protobuf.")
+
+
+def _shorten_enum(enum: EnumDescriptor, value: Any) -> Any:
+    return enum_short_name(enum, value) if isinstance(value, str) else value
+
+
+def _rewrite(descriptor: Descriptor, data: dict) -> dict:
+    for field in descriptor.fields:
+        if field.name not in data:
+            continue
+        value = data[field.name]
+        message = field.message_type
+        if message is not None and message.GetOptions().map_entry:
+            inner = message.fields_by_name["value"]
+            data[field.name] = {k: _rewrite_value(inner, v) for k, v in value.items()}
+        elif field.is_repeated:
+            data[field.name] = [_rewrite_value(field, v) for v in value]
+        else:
+            data[field.name] = _rewrite_value(field, value)
+    for (full_name, proto_name), json_name in RENAMED_FIELDS.items():
+        if descriptor.full_name == full_name and proto_name in data:
+            data = {json_name if k == proto_name else k: v for k, v in data.items()}
+    return data
+
+
+def _rewrite_value(field: FieldDescriptor, value: Any) -> Any:
+    if field.enum_type is not None:
+        return _shorten_enum(field.enum_type, value)
+    if field.message_type is not None and not _is_well_known(field.message_type) and isinstance(value, dict):
+        return _rewrite(field.message_type, value)
+    return value
+
+
+def message_to_json(message: Message) -> dict[str, Any]:
+    """The JSON object the gateway answers with for `message`."""
+    data = json_format.MessageToDict(
+        message,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+        unquote_int64_if_possible=True,
+    )
+    return _rewrite(message.DESCRIPTOR, data)
+
+
+def json_to_message(data: dict[str, Any], message: Message) -> Message:
+    """Fill `message` from a validated body (proto field names; enums are not used in requests)."""
+    return json_format.ParseDict(data, message)

@@ -1,0 +1,76 @@
+"""Per-token, per-endpoint rate limits of the integration guide (token buckets, in memory).
+
+A bucket holds `limit` requests and refills at limit/60 per second, so a client may burst up to
+its per-minute allowance and then sustains exactly that rate. Refusals carry the seconds until the
+next request would pass (for `Retry-After`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+# The guide's "Rate Limit" lines, requests per minute per token.
+GUIDE_LIMITS_PER_MINUTE: dict[str, int] = {
+    "runs": 100,
+    "status": 1000,
+    "results": 100,
+    "complete": 50,
+    "finalize": 20,
+    "list": 1000,
+}
+
+_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
+    ("POST", re.compile(r"^/api/v1/validation/(runs|submit)/?$"), "runs"),
+    ("GET", re.compile(r"^/api/v1/validation/runs/?$"), "list"),
+    ("GET", re.compile(r"^/api/v1/validation/[^/]+/status/?$"), "status"),
+    ("GET", re.compile(r"^/api/v1/validation/[^/]+/results/?$"), "results"),
+    ("PUT", re.compile(r"^/api/v1/validation/[^/]+/complete/?$"), "complete"),
+    ("POST", re.compile(r"^/api/v1/validation/[^/]+/complete/?$"), "complete"),
+    ("POST", re.compile(r"^/api/v1/validation/[^/]+/finalize/?$"), "finalize"),
+]
+
+
+def endpoint_of(method: str, path: str) -> str | None:
+    """The guide's endpoint name a request counts against, or None when it is not limited."""
+    for route_method, pattern, name in _ROUTES:
+        if method == route_method and pattern.match(path):
+            return name
+    return None
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    def __init__(self, limits_per_minute: dict[str, int] | None = None, clock: Callable[[], float] = time.monotonic):
+        self.limits = dict(GUIDE_LIMITS_PER_MINUTE if limits_per_minute is None else limits_per_minute)
+        self.clock = clock
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+
+    def acquire(self, client: str, endpoint: str) -> float:
+        """Take one request from the bucket; 0 when allowed, else the seconds to wait."""
+        limit = self.limits.get(endpoint)
+        if not limit:
+            return 0.0
+        now = self.clock()
+        rate = limit / 60.0
+        bucket = self._buckets.get((client, endpoint))
+        if bucket is None:
+            bucket = self._buckets[(client, endpoint)] = _Bucket(tokens=float(limit), updated=now)
+        bucket.tokens = min(float(limit), bucket.tokens + (now - bucket.updated) * rate)
+        bucket.updated = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / rate
+
+    @staticmethod
+    def retry_after_header(wait_s: float) -> str:
+        return str(max(1, math.ceil(wait_s)))

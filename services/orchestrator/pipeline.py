@@ -123,7 +123,7 @@ class Pipeline:
         try:
             return await coro_fn(self._timeout(ctx, cap))
         except grpc.aio.AioRpcError as err:
-            raise StageFailed(stage, f"{err.code().name}: {err.details()}") from err
+            raise stage_error(ctx, stage, err) from err
 
     # ------------------------------------------------------------------ the run
     async def execute(self, ctx: RunContext) -> None:
@@ -276,7 +276,14 @@ class Pipeline:
                 simulation_service_pb2.MergeShardsRequest(config=config, shards=parts), timeout=self._timeout(ctx, cap))
             return merged.result
         except grpc.aio.AioRpcError as err:
-            raise StageFailed("simulation", f"{err.code().name}: {err.details()}") from err
+            raise stage_error(ctx, "simulation", err) from err
+
+
+def stage_error(ctx: RunContext, stage: str, err: grpc.aio.AioRpcError) -> Exception:
+    """A stage's RPC error as the run's outcome: a deadline that was the run's own is a TIMEOUT."""
+    if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() >= ctx.deadline - 0.05:
+        return asyncio.TimeoutError()
+    return StageFailed(stage, f"{err.code().name}: {err.details()}")
 
 
 def split_chunks(n_chunks: int, shards: int) -> list[tuple[int, int]]:

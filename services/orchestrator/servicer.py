@@ -180,7 +180,7 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
             idea = (await self.clients.ingestion.NormalizeIdea(normalize, timeout=self.settings.stage_timeout_s)).idea
         except grpc.aio.AioRpcError as err:
             # Pass the stage's verdict (and its field details) through unchanged.
-            await context.abort(err.code(), err.details(), err.trailing_metadata())
+            await context.abort(err.code(), err.details(), tuple(err.trailing_metadata() or ()))
 
         async with self.store.lock:
             run_id = request.run_id or new_run_id()

@@ -48,5 +48,7 @@ up: install
 bench: install
 	$(PY) benchmarks/sim_kernel.py
 
+include k8s/k8s.mk
+
 clean:
 	rm -rf $(VENV) smvm/v1 build .pytest_cache

@@ -1,0 +1,81 @@
+"""Render the Envoy front-proxy template with one values file (`make envoy`).
+
+string.Template keeps the template readable as YAML; strictness lives here: a placeholder without a
+value, or a value no placeholder uses, is an error (a typo must not silently fall back to a default).
+`grpc_json_transcoder: false` removes the transcoder filter from the rendered config.
+
+Usage: python k8s/envoy/render.py VALUES.yaml [...] --out-dir build/envoy
+"""
+
+from __future__ import annotations
+
+import argparse
+import string
+import sys
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+TEMPLATE = HERE / "front-proxy.yaml.tmpl"
+TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+SWITCHES = ("grpc_json_transcoder",)  # values that select structure instead of filling a placeholder
+
+
+class RenderError(ValueError):
+    """A values file that does not fit the template."""
+
+
+def placeholders(template: string.Template) -> set[str]:
+    return {m.group("named") or m.group("braced") for m in template.pattern.finditer(template.template)} - {None}
+
+
+def render(values: dict, template_text: str | None = None) -> dict:
+    """The Envoy bootstrap (as a dict) for `values`."""
+    template = string.Template(template_text if template_text is not None else TEMPLATE.read_text())
+    needed = placeholders(template)
+    given = set(values) - set(SWITCHES)
+    if missing := sorted(needed - given):
+        raise RenderError(f"values missing for placeholders: {', '.join(missing)}")
+    if unused := sorted(given - needed):
+        raise RenderError(f"values not used by the template: {', '.join(unused)}")
+    for switch in SWITCHES:
+        if not isinstance(values.get(switch), bool):
+            raise RenderError(f"{switch}: expected true or false")
+    bootstrap = yaml.safe_load(template.substitute({k: v for k, v in values.items() if k in needed}))
+    if not values["grpc_json_transcoder"]:
+        for listener in bootstrap["static_resources"]["listeners"]:
+            for chain in listener["filter_chains"]:
+                for network_filter in chain["filters"]:
+                    config = network_filter["typed_config"]
+                    config["http_filters"] = [f for f in config.get("http_filters", []) if f["name"] != TRANSCODER]
+    return bootstrap
+
+
+def render_file(values_path: Path, out_dir: Path) -> Path:
+    values = yaml.safe_load(values_path.read_text())
+    if not isinstance(values, dict):
+        raise RenderError(f"{values_path}: expected a mapping of values")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{values_path.stem}.yaml"
+    header = f"# Rendered by k8s/envoy/render.py from {TEMPLATE.name} and {values_path.name}; do not edit.\n"
+    out.write_text(header + yaml.safe_dump(render(values), sort_keys=False))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("values", nargs="+", type=Path)
+    parser.add_argument("--out-dir", type=Path, default=Path("build/envoy"))
+    args = parser.parse_args(argv)
+    try:
+        for values_path in args.values:
+            print(render_file(values_path, args.out_dir))
+    except RenderError as error:
+        print(f"render.py: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

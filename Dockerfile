@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1.7
 # One image for every SMVM service: `docker run IMAGE services.<name>` (ENTRYPOINT is `python -m`).
 # Stages: build (venv + generated stubs) -> warm (numba compile cache) -> runtime (non-root, no build tools).
-# Build with `make image`; CI lints this file (tests/k8s/test_dockerfile.py) because no Docker engine runs there.
+# Build with `make image`; CI lints this file with hadolint and our own policy rules (tests/k8s/test_dockerfile.py)
+# because no Docker engine runs there.
 
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
@@ -23,7 +24,7 @@ RUN rm -rf smvm/v1 && mkdir -p smvm/v1 build \
     && python -m grpc_tools.protoc -Iprotos \
        --python_out=. --pyi_out=. --grpc_python_out=. \
        --include_imports --descriptor_set_out=build/smvm_descriptor.pb \
-       $(find protos/smvm -name '*.proto') \
+       protos/smvm/v1/*.proto \
     && touch smvm/v1/__init__.py \
     && python -m compileall -q smvm services
 

@@ -80,6 +80,17 @@ class Settings(BaseSettings):
         5_000_000_000, description="Default compute ceiling per run (utility evaluations)"
     )
     max_request_bytes: int = Field(1_048_576, description="Largest REST request body")
+    fault_injection: str = Field(
+        "", description="Reliability tests only: latency / UNAVAILABLE injection plan (smvm/faults.py); empty = off"
+    )
+
+    @field_validator("fault_injection")
+    @classmethod
+    def _valid_fault_plan(cls, value: str) -> str:
+        from smvm.faults import FaultPlan
+
+        FaultPlan.parse(value)  # ValueError names the key
+        return value
 
     @field_validator("profile")
     @classmethod

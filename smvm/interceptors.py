@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import grpc
 from google.protobuf import any_pb2
@@ -22,6 +22,9 @@ from grpc_status import rpc_status
 
 from smvm import correlation
 from smvm.errors import SmvmError
+
+if TYPE_CHECKING:
+    from smvm.faults import FaultPlan
 
 log = logging.getLogger("smvm.rpc")
 
@@ -108,9 +111,19 @@ class DomainErrorInterceptor(AsyncExceptionToStatusInterceptor):
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(ex).__name__})")
 
 
-def server_interceptors() -> list[aio.ServerInterceptor]:
-    """The standard chain, outermost first."""
-    return [CorrelationInterceptor(), DomainErrorInterceptor()]
+def server_interceptors(fault_plan: "FaultPlan | None" = None) -> list[aio.ServerInterceptor]:
+    """The standard chain, outermost first; fault injection (tests only) innermost when configured.
+
+    Without an explicit plan, the process's `SMVM_FAULT_INJECTION` setting decides (off by default).
+    """
+    from smvm.config import load_settings
+    from smvm.faults import FaultInjectionInterceptor, FaultPlan
+
+    chain: list[aio.ServerInterceptor] = [CorrelationInterceptor(), DomainErrorInterceptor()]
+    plan = fault_plan if fault_plan is not None else FaultPlan.parse(load_settings().fault_injection)
+    if plan is not None:
+        chain.append(FaultInjectionInterceptor(plan))
+    return chain
 
 
 class CorrelationClientInterceptor(

@@ -18,3 +18,17 @@ def runs_dir(tmp_path: Path) -> Path:
     path = tmp_path / "runs"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def faults(monkeypatch):
+    """Set this process's SMVM_FAULT_INJECTION (read as a real service reads it) for one test."""
+    from smvm.config import load_settings
+
+    def set_plan(text: str) -> None:
+        monkeypatch.setenv("SMVM_FAULT_INJECTION", text)
+        load_settings.cache_clear()
+
+    yield set_plan
+    monkeypatch.delenv("SMVM_FAULT_INJECTION", raising=False)
+    load_settings.cache_clear()

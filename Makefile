@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos/smvm -name '*.proto')
 GEN_STAMP := smvm/v1/.generated
 
-.PHONY: install proto lint-proto test run up bench clean
+.PHONY: install proto lint-proto test run up bench bench-tools soak clean
 
 install: $(STAMP) $(GEN_STAMP)
 
@@ -45,8 +45,20 @@ run: install
 up: install
 	$(VENV)/bin/smvm up
 
-bench: install
+# Benchmarks print a table and append a dated row to benchmarks/results/<name>.tsv (docs/benchmarks.md).
+bench: install bench-tools
 	$(PY) benchmarks/sim_kernel.py
+	$(PY) benchmarks/e2e_latency.py
+	$(PY) benchmarks/gateway_load.py
+
+# wrk and h2load (Debian packages) generate the HTTP and gRPC load.
+bench-tools:
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q --no-install-recommends wrk nghttp2-client)
+
+# A bounded fixed-rate load on the real mesh with rate limits on; fails on any loss (docs/reliability.md).
+soak: install
+	$(PY) benchmarks/soak.py --seconds 60
 
 include k8s/k8s.mk
 

@@ -1,0 +1,92 @@
+"""What every benchmark script shares: a local mesh on free ports, percentiles, the machine line, and
+the results files each run appends a dated row to (benchmarks/results/<name>.tsv)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
+
+BENCH_TOKEN = "bench-token"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default) without needing numpy here."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    pos = (len(ordered) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} CPUs, {cpu}, Python {platform.python_version()}"
+
+
+def append_row(name: str, columns: dict[str, object]) -> Path:
+    """Append one dated row to benchmarks/results/<name>.tsv (header written on first use)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.tsv"
+    row = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine(), **columns}
+    new = not path.exists()
+    with path.open("a") as f:
+        if new:
+            f.write("\t".join(row) + "\n")
+        f.write("\t".join(str(v) for v in row.values()) + "\n")
+    return path
+
+
+def require_tool(name: str, package: str) -> str:
+    found = shutil.which(name)
+    if not found:
+        raise SystemExit(f"{name} is missing: `apt-get install -y {package}` (make bench installs it)")
+    return found
+
+
+@contextlib.contextmanager
+def local_mesh(simulation_replicas: int = 1, **overrides) -> Iterator[object]:
+    """Every service as its own process on free loopback ports, a throwaway runs dir; stopped on exit."""
+    from smvm.config import Settings
+    from smvm.launcher import Mesh, free_addresses
+
+    with tempfile.TemporaryDirectory(prefix="smvm-bench-") as tmp:
+        settings = Settings(
+            profile="test", runs_dir=Path(tmp) / "runs", api_tokens=BENCH_TOKEN, numba_cache_dir=REPO / ".numba_cache",
+            log_level="WARNING", **overrides,
+        )
+        mesh = Mesh(
+            settings, addresses=free_addresses(simulation_replicas), log_dir=Path(tmp) / "logs",
+            extra_env={"SMVM_PROFILE": "test", "SMVM_LOG_LEVEL": "WARNING"},
+        )
+        mesh.start(timeout_s=300)
+        try:
+            yield mesh
+        finally:
+            mesh.stop()
+
+
+def run(cmd: list[str], timeout: float) -> str:
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed ({result.returncode}): {result.stderr[-2000:]}")
+    return result.stdout

@@ -15,7 +15,7 @@ def check_id(field: str, value: str) -> str:
     """Return `value` if it is a safe path component, else raise InvalidArgument naming `field`."""
     if not value:
         raise InvalidArgument(field, "is required")
-    if not SAFE_ID.match(value) or ".." in value:
+    if not SAFE_ID.fullmatch(value) or ".." in value:  # fullmatch: `$` alone lets "id\n" through
         raise InvalidArgument(
             field, "must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$ and contain no '..'", reason="UNSAFE_ID"
         )

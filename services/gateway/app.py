@@ -22,7 +22,6 @@ from pydantic import BaseModel
 from smvm import __version__, correlation
 from smvm.channels import open_channel
 from smvm.config import Settings
-from smvm.errors import InvalidArgument
 from smvm.ids import check_id
 from smvm.v1 import validation_service_pb2 as vpb, validation_service_pb2_grpc as vgrpc
 
@@ -71,13 +70,9 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _checked(field: str, value: str) -> str:
-    """An id from the path or query, refused before it reaches any service if unsafe."""
-    try:
-        return check_id(field, value)
-    except InvalidArgument as exc:
-        raise ApiError(
-            400, "INVALID_ARGUMENT", str(exc), details={"field": exc.field, "reason": exc.reason, "description": exc.message}
-        ) from None
+    """An id from the path, query or body, refused before it reaches any service if unsafe
+    (InvalidArgument becomes the 400 naming the field in errors.install)."""
+    return check_id(field, value)
 
 
 def _path_id(value: str) -> str:
@@ -179,6 +174,10 @@ def create_app(
     async def submit(request: Request, body: SubmitRunBody, idempotency_key: Optional[str]) -> JSONResponse:  # type: ignore[valid-type]
         data = _body_dict(body)
         request.state.run_id = data.get("run_id") or None
+        # Ids become path components downstream: refuse unsafe ones here, before any call.
+        _checked("project_id", data.get("project_id") or "")
+        if data.get("run_id"):
+            _checked("run_id", data["run_id"])
         if idempotency_key is not None:
             if not 1 <= len(idempotency_key) <= 255:
                 raise ApiError(400, "INVALID_ARGUMENT", "Idempotency-Key must be 1-255 characters",

@@ -21,6 +21,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from smvm.errors import InvalidArgument
+
 log = logging.getLogger("smvm.gateway")
 
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
@@ -191,6 +193,10 @@ def from_validation_error(exc: RequestValidationError, run_id: str | None = None
     return ApiError(400, "INVALID_ARGUMENT", f"{first['field']}: {first['description']}", details=details, run_id=run_id)
 
 
+# What FastAPI raises (as a 400 HTTPException) when decoding a body fails other than by JSONDecodeError.
+FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
+
+
 def run_id_of(request: Request) -> str | None:
     """The run a failing request is about: its path id, else what the body named (set by the route)."""
     return request.path_params.get("run_id") or getattr(request.state, "run_id", None)
@@ -205,12 +211,23 @@ def install(app) -> None:
             exc.run_id = run_id_of(request)
         return error_response(exc)
 
+    @app.exception_handler(InvalidArgument)
+    async def _invalid(request: Request, exc: InvalidArgument) -> JSONResponse:
+        violation = {"field": exc.field or "body", "description": exc.message, "reason": exc.reason}
+        return error_response(ApiError(400, "INVALID_ARGUMENT", f"{violation['field']}: {exc.message}",
+                                       details=field_details([violation]), run_id=run_id_of(request)))
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(from_validation_error(exc, run_id_of(request)))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == FASTAPI_BODY_PARSE_ERROR:
+            # json.loads failed other than by a syntax error (nesting too deep, an integer too long).
+            violation = {"field": "body", "description": "invalid JSON: cannot decode (too deep or too long)", "reason": "INVALID_JSON"}
+            return error_response(ApiError(400, "INVALID_ARGUMENT", f"body: {violation['description']}",
+                                           details=field_details([violation]), run_id=run_id_of(request)))
         name = _HTTP_NAMES.get(exc.status_code, "INTERNAL" if exc.status_code >= 500 else "HTTP_ERROR")
         message = exc.detail if isinstance(exc.detail, str) else name.lower()
         return error_response(

@@ -15,6 +15,8 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from smvm.errors import InvalidArgument
+
 # (message full name, proto field name) -> JSON name.
 RENAMED_FIELDS = {("smvm.v1.RunStatus", "state"): "status"}
 
@@ -75,6 +77,18 @@ def message_to_json(message: Message) -> dict[str, Any]:
     return _rewrite(message.DESCRIPTOR, data)
 
 
+_PARSE_ERROR_AT = re.compile(r" at [A-Za-z0-9_]+\.([A-Za-z0-9_\[\]]+(?:\.[A-Za-z0-9_\[\]]+)*)\.*\Z")
+
+
 def json_to_message(data: dict[str, Any], message: Message) -> Message:
-    """Fill `message` from a validated body (proto field names; enums are not used in requests)."""
-    return json_format.ParseDict(data, message)
+    """Fill `message` from a validated body (proto field names; enums are not used in requests).
+
+    What the schema lets through but protobuf cannot hold (an unpaired UTF-16 surrogate, say) is an
+    InvalidArgument naming the field json_format reports.
+    """
+    try:
+        return json_format.ParseDict(data, message)
+    except json_format.ParseError as exc:
+        text = str(exc)
+        found = _PARSE_ERROR_AT.search(text)
+        raise InvalidArgument(found.group(1) if found else "body", text) from None

@@ -10,7 +10,7 @@ def test_safe_ids_pass(value):
     assert check_id("run_id", value) == value
 
 
-@pytest.mark.parametrize("value", ["", "..", "../etc", "a/b", "a\\b", ".hidden", "a..b", "-x", "x" * 129, "a b", "é"])
+@pytest.mark.parametrize("value", ["", "..", "../etc", "a/b", "a\\b", ".hidden", "a..b", "-x", "x" * 129, "a b", "é", "RUN-1\n", "RUN-1\x00", "RUN-1\r\n"])
 def test_unsafe_ids_are_refused_naming_the_field(value):
     with pytest.raises(InvalidArgument) as err:
         check_id("project_id", value)

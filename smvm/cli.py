@@ -5,6 +5,9 @@
     smvm submit FILE [--wait]               submit an idea (either request shape of the guide)
     smvm status ID | results ID | finalize ID | complete ID --results FILE
     smvm runs [--project-id P]              list runs
+    smvm import FILE --kind K [--format F]  import grounding data (K: van_westendorp | gabor_granger |
+                                            competitors | market_size); prints the import id and the
+                                            data-quality report; reference the id in grounding_refs
 
 The client commands talk to SMVM_GATEWAY_URL (default http://127.0.0.1:8080) with SMVM_TOKEN
 (default dev-admin-token, accepted by the dev profile).
@@ -13,6 +16,7 @@ The client commands talk to SMVM_GATEWAY_URL (default http://127.0.0.1:8080) wit
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import signal
@@ -56,6 +60,11 @@ class Client:
     def runs(self, project_id: str | None) -> dict:
         params = {"project_id": project_id} if project_id else {}
         return self._json(self.http.get("/api/v1/validation/runs", params=params))
+
+    def import_grounding(self, path: Path, kind: str, fmt: str = "") -> dict:
+        body = {"kind": kind, "format": fmt, "source_name": path.name,
+                "content": base64.b64encode(path.read_bytes()).decode("ascii")}
+        return self._json(self.http.post("/api/v1/grounding/imports", json=body))
 
     def wait(self, run_id: str, timeout_s: float = 600.0, interval_s: float = 0.25) -> dict:
         deadline = time.monotonic() + timeout_s
@@ -162,6 +171,16 @@ def cmd_submit(args) -> int:
     return 0 if status["status"] in ("DECISION_READY", "COMPLETED") else 1
 
 
+def cmd_import(args) -> int:
+    answer = _client(args).import_grounding(Path(args.file), args.kind, args.format or "")
+    _print(answer)
+    report = answer.get("report", {})
+    if report.get("quality_warning"):
+        print(f"quality_warning: {'; '.join(w for w in report.get('warnings', []) if w.startswith('quality:'))}",
+              file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="smvm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default=os.environ.get("SMVM_GATEWAY_URL", "http://127.0.0.1:8080"))
@@ -198,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     runs = sub.add_parser("runs", help="list runs")
     runs.add_argument("--project-id")
     runs.set_defaults(func=lambda a: _print(_client(a).runs(a.project_id)) or 0)
+
+    imp = sub.add_parser("import", help="import grounding data (survey, competitor list, market sizes)")
+    imp.add_argument("file")
+    imp.add_argument("--kind", required=True, choices=("van_westendorp", "gabor_granger", "competitors", "market_size"))
+    imp.add_argument("--format", choices=("csv", "json", "jsonl"), help="default: from the file's extension")
+    imp.set_defaults(func=cmd_import)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -112,6 +112,10 @@ def run_import(kind: str, fmt: str, content: bytes, source_name: str = "") -> Im
         rows_read=len(records), accepted=len(items), outliers=report.outliers, coverage_share=report.coverage)
     grounding = grounding_pb2.GroundingData(import_ids=[import_id])
     adapter.attach(items, grounding)
+    # Rows without a respondent id are numbered per file; the import id keeps them apart across files.
+    for answer in (*grounding.van_westendorp, *grounding.gabor_granger):
+        if answer.respondent_id.startswith("row-"):
+            answer.respondent_id = f"{import_id[:12]}:{answer.respondent_id}"
     for c in grounding.competitors:
         c.import_id = import_id
     for m in grounding.market_sizes:

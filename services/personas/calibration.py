@@ -18,7 +18,9 @@ respondent id, so the split never depends on the seed and a respondent's answers
   with 'expensive' <= x and the share with 'cheap' <= x. The distance at x is how far the fitted CDF
   lies outside those bounds (0 inside), and the statistic is its maximum over every held-out
   endpoint - the usual KS statistic when the intervals are cells of one price ladder, and never an
-  overstatement otherwise;
+  overstatement otherwise (lenient when intervals are wide). Beside it, `ks_midpoint_distance`: the
+  plain KS statistic of the intervals' geometric midpoints (strict with wide intervals, inflated by a
+  coarse ladder). Reading both brackets the truth;
 - mean absolute error, over the held-out Gabor-Granger price points, between the mean observed intent
   and the fitted S(p).
 Fewer than MIN_RESPONDENTS_FOR_HOLDOUT respondents: the fit uses every answer and fidelity is not
@@ -173,7 +175,8 @@ def calibrate(grounding: grounding_pb2.GroundingData) -> persona_service_pb2.Wtp
     vw, gg = list(grounding.van_westendorp), list(grounding.gabor_granger)
     respondents = {("vw", a.respondent_id) for a in vw} | {("gg", a.respondent_id) for a in gg}
     import_ids = [q.import_id for q in grounding.quality if q.kind in ("van_westendorp", "gabor_granger")]
-    out = persona_service_pb2.WtpCalibration(import_ids=import_ids, ks_distance=-1.0, intent_mae=-1.0)
+    out = persona_service_pb2.WtpCalibration(import_ids=import_ids, ks_distance=-1.0, intent_mae=-1.0,
+                                             ks_midpoint_distance=-1.0)
     if len(respondents) < MIN_RESPONDENTS_TO_FIT:
         if respondents:
             out.notes.append(f"calibration:skipped: {len(respondents)} survey respondent(s), fewer than "
@@ -197,6 +200,8 @@ def calibrate(grounding: grounding_pb2.GroundingData) -> persona_service_pb2.Wtp
     if vw_out:
         out.ks_distance = round(interval_ks_distance(np.array([a.cheap for a in vw_out]),
                                                      np.array([a.expensive for a in vw_out]), mu, sigma), 6)
+        mids = np.sqrt(np.array([a.cheap * a.expensive for a in vw_out]))
+        out.ks_midpoint_distance = round(ks_distance(mids, mu, sigma), 6)
     if gg_out:
         mae, points = intent_fidelity(np.array([a.price for a in gg_out]), np.array([a.purchase_intent for a in gg_out]),
                                       mu, sigma)

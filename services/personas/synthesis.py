@@ -65,7 +65,8 @@ class PersonaSettings:
 
 def no_calibration() -> persona_service_pb2.WtpCalibration:
     """No grounding data: nothing calibrated, fidelity not reported."""
-    return persona_service_pb2.WtpCalibration(calibrated=False, ks_distance=-1.0, intent_mae=-1.0)
+    return persona_service_pb2.WtpCalibration(calibrated=False, ks_distance=-1.0, intent_mae=-1.0,
+                                              ks_midpoint_distance=-1.0)
 
 
 def wtp_quantiles(median_usd: float, sigma: float) -> tuple[float, float, float]:

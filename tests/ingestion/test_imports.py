@@ -168,3 +168,10 @@ async def test_import_and_reference_over_grpc(stub, tmp_path, t0_body, to_reques
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert rpc_status.from_call(err.value).details[0].Unpack(violation)
     assert violation.field_violations[0].field == "idea.grounding_refs[0]"
+
+
+def test_rows_without_respondent_ids_stay_distinct_across_files():
+    a = run_import("gabor_granger", "csv", b"price,purchase_intent\n10,0.5\n20,0.2\n")
+    b = run_import("gabor_granger", "csv", b"price,purchase_intent\n10,0.6\n20,0.3\n")
+    ids = [x.respondent_id for r in (a, b) for x in r.grounding.gabor_granger]
+    assert len(set(ids)) == 4 and ids[0] == f"{a.import_id[:12]}:row-1"

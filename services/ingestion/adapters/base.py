@@ -15,6 +15,7 @@ Adding a kind is adding a module and one line to adapters/__init__.py.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -79,6 +80,12 @@ def missing_columns(adapter: Adapter, records: Iterable[Mapping[str, Any]]) -> l
     for record in records:
         seen.update(k for k in record)
     return [c for c in adapter.required if c not in seen]
+
+
+@functools.lru_cache(maxsize=4096)
+def _mask(text: str) -> pii.MaskResult:
+    """pii.mask, remembered: survey and list columns repeat the same values (segments, currencies)."""
+    return pii.mask(text)
 
 
 def _blank(value: Any) -> bool:
@@ -160,7 +167,7 @@ class Cells:
             return ""
         if len(cleaned) > max_len:
             raise RowError(name, f"must be at most {max_len} characters")
-        masked = pii.mask(cleaned)
+        masked = _mask(cleaned)
         if masked.counts:
             self.pii_masked += 1
         return masked.text
@@ -212,7 +219,7 @@ class Cells:
                 continue
             if len(cleaned) > max_len:
                 raise RowError(name, f"items must be at most {max_len} characters")
-            masked = pii.mask(cleaned)
+            masked = _mask(cleaned)
             if masked.counts:
                 self.pii_masked += 1
             if masked.text.casefold() not in seen:

@@ -1,7 +1,8 @@
 """CSV, JSON and JSONL bytes -> numbered records (dicts), or InvalidArgument for a file that cannot be read.
 
 Every adapter reads through here, so the three formats mean the same thing:
-- CSV: a header row, then one record per row; row numbers are 1-based data rows (header excluded).
+- CSV: a header row (delimiter ',', ';' or tab, whichever the header uses most), then one record
+  per row; row numbers are 1-based data rows (header excluded).
 - JSON: an array of objects, or an object with one array under "rows" / "records" / "data"; row =
   1-based index in that array.
 - JSONL: one object per non-blank line; row = 1-based line number.
@@ -23,6 +24,7 @@ MAX_BYTES = 8 * 1024 * 1024
 MAX_ROWS = 100_000
 _EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _JSON_CONTAINERS = ("rows", "records", "data")
+CSV_DELIMITERS = (",", ";", "\t")
 
 Record = tuple[int, dict[str, Any]]
 
@@ -73,12 +75,16 @@ def read_records(content: bytes, fmt: str) -> list[Record]:
     return records
 
 
+def _delimiter(text: str) -> str:
+    """',' unless the header line holds more ';' or tabs (European exports use ';'). Judged on the
+    header alone: data cells may hold separators (a feature list 'a; b'), column names do not."""
+    header = text.lstrip("\n").split("\n", 1)[0]
+    counts = {d: header.count(d) for d in CSV_DELIMITERS}
+    return max(CSV_DELIMITERS, key=lambda d: (counts[d], d == ","))
+
+
 def _csv(text: str) -> list[Record]:
-    try:
-        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(io.StringIO(text, newline=""), dialect)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
     try:
         rows = list(reader)
     except csv.Error as exc:

@@ -175,3 +175,14 @@ def test_rows_without_respondent_ids_stay_distinct_across_files():
     b = run_import("gabor_granger", "csv", b"price,purchase_intent\n10,0.6\n20,0.3\n")
     ids = [x.respondent_id for r in (a, b) for x in r.grounding.gabor_granger]
     assert len(set(ids)) == 4 and ids[0] == f"{a.import_id[:12]}:row-1"
+
+
+@pytest.mark.parametrize("body, features", [
+    (b"name;price;features\nA;10;invoicing, reports\nB;12,5;invoicing\n", ["invoicing, reports"]),
+    (b"name\tprice\tfeatures\nA\t10\tinvoicing, reports\nB\t12.5\tinvoicing\n", ["invoicing, reports"]),
+    (b'name,price,features\nA,10,"invoicing; reports"\nB,12.5,invoicing\n', ["invoicing", "reports"]),
+])
+def test_csv_delimiter_is_read_from_the_header(body, features):
+    result = run_import("competitors", "csv", body)
+    assert [(c.name, c.price_amount) for c in result.grounding.competitors] == [("A", 10), ("B", 12.5)]
+    assert list(result.grounding.competitors[0].features) == features

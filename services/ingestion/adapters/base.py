@@ -32,6 +32,8 @@ from services.ingestion import fx, pii, validate
 TEXT_MAX = 1_000
 LIST_SEPARATORS = (";", "|")
 _THOUSANDS = re.compile(r"-?\d{1,3}(,\d{3})+(\.\d+)?")
+# A comma followed by anything but exactly three digits is a decimal comma ("12,5", "0,25").
+_DECIMAL_COMMA = re.compile(r"-?\d+,(\d{1,2}|\d{4,})")
 _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f", ""}
 
@@ -130,6 +132,8 @@ class Cells:
             text = text.lstrip("$€£").strip()
             if _THOUSANDS.fullmatch(text):
                 text = text.replace(",", "")
+            elif _DECIMAL_COMMA.fullmatch(text):
+                text = text.replace(",", ".")
             try:
                 value = float(text)
             except ValueError:

@@ -186,3 +186,20 @@ def test_csv_delimiter_is_read_from_the_header(body, features):
     result = run_import("competitors", "csv", body)
     assert [(c.name, c.price_amount) for c in result.grounding.competitors] == [("A", 10), ("B", 12.5)]
     assert list(result.grounding.competitors[0].features) == features
+
+
+def test_quality_alert_names_the_poor_imports_only(tmp_path, business_body, to_request):
+    from services.ingestion.alerts import quality_alert
+
+    store = ImportStore(tmp_path)
+    vw = _store_fixture(store, "van_westendorp", "good.csv")
+    business_body["grounding_refs"] = [vw]
+    assert quality_alert(normalize_idea(to_request("business_idea", business_body), store)) is None
+    comp = _store_fixture(store, "competitors", "good.csv")
+    business_body["grounding_refs"] = [vw, comp]
+    idea = normalize_idea(to_request("business_idea", business_body), store)
+    alert = quality_alert(idea)
+    assert alert["alert_type"] == "quality_warning"
+    assert [i["import_id"] for i in alert["details"]["imports"]] == [comp]
+    assert alert["details"]["imports"][0]["findings"][0].startswith("quality:rejected_share: 2/7")
+    assert alert["details"]["confidence_factor"] == idea.grounding.confidence_factor < 1

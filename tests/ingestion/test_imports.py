@@ -16,6 +16,7 @@ from smvm.errors import InvalidArgument
 from smvm.v1 import ingestion_service_pb2 as ipb, ingestion_service_pb2_grpc as igrpc
 
 from services.ingestion import fx, quality
+from services.ingestion.alerts import quality_alert
 from services.ingestion.adapters.gabor_granger import score_to_intent
 from services.ingestion.import_store import ImportStore
 from services.ingestion.importer import import_id_of, run_import
@@ -189,8 +190,6 @@ def test_csv_delimiter_is_read_from_the_header(body, features):
 
 
 def test_quality_alert_names_the_poor_imports_only(tmp_path, business_body, to_request):
-    from services.ingestion.alerts import quality_alert
-
     store = ImportStore(tmp_path)
     vw = _store_fixture(store, "van_westendorp", "good.csv")
     business_body["grounding_refs"] = [vw]

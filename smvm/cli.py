@@ -5,9 +5,11 @@
     smvm submit FILE [--wait]               submit an idea (either request shape of the guide)
     smvm status ID | results ID | finalize ID | complete ID --results FILE
     smvm runs [--project-id P]              list runs
-    smvm import FILE --kind K [--format F]  import grounding data (K: van_westendorp | gabor_granger |
-                                            competitors | market_size); prints the import id and the
-                                            data-quality report; reference the id in grounding_refs
+    smvm import FILE --kind K [--format F] [--local]
+                                            import grounding data (K: van_westendorp | gabor_granger |
+                                            competitors | market_size) through the gateway, or with
+                                            --local straight into SMVM_RUNS_DIR/imports; prints the
+                                            import id and the data-quality report
 
 The client commands talk to SMVM_GATEWAY_URL (default http://127.0.0.1:8080) with SMVM_TOKEN
 (default dev-admin-token, accepted by the dev profile).
@@ -171,8 +173,31 @@ def cmd_submit(args) -> int:
     return 0 if status["status"] in ("DECISION_READY", "COMPLETED") else 1
 
 
+def _import_local(path: Path, kind: str, fmt: str) -> dict:
+    """The ImportGrounding code path in this process, into the configured runs root (no mesh needed)."""
+    # Deferred: the other client commands need none of the service code.
+    from google.protobuf import json_format
+
+    from services.ingestion.import_store import ImportStore
+    from services.ingestion.servicer import import_grounding
+    from smvm.errors import InvalidArgument
+    from smvm.v1 import ingestion_service_pb2
+
+    request = ingestion_service_pb2.ImportGroundingRequest(kind=kind, format=fmt, content=path.read_bytes(),
+                                                           source_name=path.name)
+    try:
+        answer = import_grounding(request, ImportStore(load_settings().runs_dir))
+    except InvalidArgument as exc:
+        raise SystemExit(f"import refused, nothing stored: {exc} ({exc.reason})") from None
+    return json_format.MessageToDict(answer, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
 def cmd_import(args) -> int:
-    answer = _client(args).import_grounding(Path(args.file), args.kind, args.format or "")
+    path = Path(args.file)
+    if args.local:
+        answer = _import_local(path, args.kind, args.format or "")
+    else:
+        answer = _client(args).import_grounding(path, args.kind, args.format or "")
     _print(answer)
     report = answer.get("report", {})
     if report.get("quality_warning"):
@@ -222,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("file")
     imp.add_argument("--kind", required=True, choices=("van_westendorp", "gabor_granger", "competitors", "market_size"))
     imp.add_argument("--format", choices=("csv", "json", "jsonl"), help="default: from the file's extension")
+    imp.add_argument("--local", action="store_true", help="import in this process into SMVM_RUNS_DIR (no gateway)")
     imp.set_defaults(func=cmd_import)
 
     args = parser.parse_args(argv)

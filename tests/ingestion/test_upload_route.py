@@ -102,3 +102,19 @@ async def test_cli_import_through_a_running_gateway(ingestion, tmp_path, capsys)
         server.should_exit = True
         await asyncio.to_thread(thread.join, 10)
         await channel.close()
+
+
+def test_cli_local_import_writes_the_runs_root(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SMVM_RUNS_DIR", str(tmp_path))
+    cli.load_settings.cache_clear()
+    try:
+        path = FIXTURES / "market_size" / "good.csv"
+        assert cli.main(["import", str(path), "--kind", "market_size", "--local"]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        assert answer["report"]["rows_accepted"] == 4 and answer["existed"] is False
+        assert (tmp_path / "imports" / f"{answer['import_id']}.json").exists()
+        with pytest.raises(SystemExit, match="import refused, nothing stored: content: 2 of 3 rows rejected"):
+            cli.main(["import", str(FIXTURES / "market_size" / "broken_unsourced.csv"), "--kind", "market_size", "--local"])
+        assert len(list((tmp_path / "imports").glob("*.json"))) == 1
+    finally:
+        cli.load_settings.cache_clear()

@@ -309,5 +309,29 @@ def create_app(
         answer: ipb.ImportGroundingResponse = await upstream.call(stub.ImportGrounding, message, "imports", None)
         return JSONResponse(message_to_json(answer), status_code=200 if answer.existed else 201)
 
+    _document_grounding_refs(app)
     return app
+
+
+GROUNDING_REFS_DOC = (
+    "Optional. Ids of grounding imports (POST /api/v1/grounding/imports: survey answers, competitor lists, "
+    "market sizes) this idea rests on; they are resolved into the canonical idea's `grounding`. An unknown id "
+    "is a 400 naming `<shape>.grounding_refs[i]`."
+)
+
+
+def _document_grounding_refs(app: FastAPI) -> None:
+    """Describe `grounding_refs` on both request shapes in the OpenAPI document (proto comments do not
+    reach the models derived from descriptors)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        for shape in ("BusinessIdea", "IdeaSubmission"):
+            field = schema.get("components", {}).get("schemas", {}).get(shape, {}).get("properties", {}).get("grounding_refs")
+            if field is not None:
+                field["description"] = GROUNDING_REFS_DOC
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 

@@ -71,7 +71,8 @@ async def test_upload_imports_once_and_refuses_a_broken_file(ingestion, tmp_path
         schema = (await c.get("/openapi.json")).json()
         assert "/api/v1/grounding/imports" in schema["paths"]
         for shape in ("BusinessIdea", "IdeaSubmission"):
-            assert schema["components"]["schemas"][shape]["properties"]["grounding_refs"]["anyOf"][0]["type"] == "array"
+            refs = schema["components"]["schemas"][shape]["properties"]["grounding_refs"]
+            assert refs["anyOf"][0]["type"] == "array" and "grounding imports" in refs["description"]
     await channel.close()
 
 

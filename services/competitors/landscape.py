@@ -178,8 +178,34 @@ def _variant_draft(prior: DomainPrior, a: ArchetypePrior, generation: int, index
     )
 
 
+MAX_IMPORTED = 1_000
+MAX_NAME_CHARS = 200
+MAX_SEATS = 100_000
+
+
+def _check_imported(records) -> None:
+    """InvalidArgument naming the first imported row this stage cannot use (ingestion's adapter enforces
+    the same rules; a caller that bypasses it must not crash the stage)."""
+    if len(records) > MAX_IMPORTED:
+        raise InvalidArgument("idea.grounding.competitors", f"at most {MAX_IMPORTED} competitors, got {len(records)}")
+    for i, r in enumerate(records):
+        field = f"idea.grounding.competitors[{i}]"
+        if not r.name.strip() or len(r.name) > MAX_NAME_CHARS:
+            raise InvalidArgument(f"{field}.name", f"must be 1-{MAX_NAME_CHARS} characters")
+        if r.HasField("market_share") and not (math.isfinite(r.market_share) and 0 <= r.market_share <= 1):
+            raise InvalidArgument(f"{field}.market_share", "must be a fraction in [0, 1]")
+        if not 0 <= r.seats <= MAX_SEATS:
+            raise InvalidArgument(f"{field}.seats", f"must be in 0..{MAX_SEATS} (0 = not per seat)")
+        if len(r.features) > MAX_IDEA_FEATURES:
+            raise InvalidArgument(f"{field}.features", f"at most {MAX_IDEA_FEATURES} features")
+        for j, text in enumerate(r.features):
+            if len(text) > MAX_FEATURE_CHARS:
+                raise InvalidArgument(f"{field}.features[{j}]", f"at most {MAX_FEATURE_CHARS} characters")
+
+
 def _imported_drafts(prior: DomainPrior, records, table: FxTable, warnings: list[str]) -> list[_Draft]:
     """One draft per imported competitor row (duplicate names were dropped by the import)."""
+    _check_imported(records)
     given = math.fsum(r.market_share for r in records if r.HasField("market_share"))
     missing = [i for i, r in enumerate(records) if not r.HasField("market_share")]
     room = max(0.0, prior.listed_share_max - given)

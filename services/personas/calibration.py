@@ -37,6 +37,7 @@ from typing import Sequence
 import numpy as np
 from scipy import optimize, stats
 
+from smvm.errors import InvalidArgument
 from smvm.v1 import grounding_pb2, persona_service_pb2
 
 HOLDOUT_EVERY = 5
@@ -49,6 +50,10 @@ UPPER_RANGE_QUANTILE = 0.9
 GG_UPPER_MIN_INTENT = 0.1
 # At most this share of the fitted log-variance may come from differences between personas.
 MAX_BETWEEN_SHARE = 0.75
+# Bounds on survey answers a stage accepts (ingestion's adapters enforce the same; a caller that
+# bypasses ingestion gets INVALID_ARGUMENT naming the answer, never a crash or a nonsense fit).
+MAX_ANSWERS = 500_000
+MAX_PRICE_USD = 1_000_000.0
 METHOD_VW = "van_westendorp_interval(cheap,expensive)"
 METHOD_GG = "gabor_granger_bernoulli(intent)"
 _TINY = 1e-300
@@ -158,6 +163,32 @@ def _survey(vw: Sequence[grounding_pb2.VanWestendorpAnswer], gg: Sequence[ground
     )
 
 
+def check_survey(grounding: grounding_pb2.GroundingData, field: str = "idea.grounding") -> None:
+    """InvalidArgument naming the first survey answer a fit cannot use (non-finite, <= 0, absurd, out of order)."""
+    for name in ("van_westendorp", "gabor_granger"):
+        if len(getattr(grounding, name)) > MAX_ANSWERS:
+            raise InvalidArgument(f"{field}.{name}", f"at most {MAX_ANSWERS} answers", reason="TOO_MANY")
+    for i, a in enumerate(grounding.van_westendorp):
+        previous = None
+        for part in ("too_cheap", "cheap", "expensive", "too_expensive"):
+            value = getattr(a, part)
+            where = f"{field}.van_westendorp[{i}].{part}"
+            if not (math.isfinite(value) and 0 < value <= MAX_PRICE_USD):
+                raise InvalidArgument(where, f"must be a price in (0, {MAX_PRICE_USD:g}] USD per month",
+                                      reason="OUT_OF_RANGE")
+            if previous is not None and value < previous:
+                raise InvalidArgument(where, "must not be below the previous threshold "
+                                      "(too cheap <= cheap <= expensive <= too expensive)", reason="OUT_OF_ORDER")
+            previous = value
+    for i, a in enumerate(grounding.gabor_granger):
+        if not (math.isfinite(a.price) and 0 < a.price <= MAX_PRICE_USD):
+            raise InvalidArgument(f"{field}.gabor_granger[{i}].price",
+                                  f"must be a price in (0, {MAX_PRICE_USD:g}] USD per month", reason="OUT_OF_RANGE")
+        if not (math.isfinite(a.purchase_intent) and 0 <= a.purchase_intent <= 1):
+            raise InvalidArgument(f"{field}.gabor_granger[{i}].purchase_intent", "must be in [0, 1]",
+                                  reason="OUT_OF_RANGE")
+
+
 def upper_range(grounding: grounding_pb2.GroundingData) -> float:
     """The grounding data's upper WTP range: the 90th percentile of 'too expensive' answers, else the
     highest tested Gabor-Granger price with mean intent >= 0.1 (0 when there is neither)."""
@@ -171,7 +202,11 @@ def upper_range(grounding: grounding_pb2.GroundingData) -> float:
 
 
 def calibrate(grounding: grounding_pb2.GroundingData) -> persona_service_pb2.WtpCalibration:
-    """Fit and fidelity for an idea's grounding data; calibrated=False (with a note) when there is too little."""
+    """Fit and fidelity for an idea's grounding data; calibrated=False (with a note) when there is too little.
+
+    Answers a fit cannot use are an InvalidArgument naming them (check_survey).
+    """
+    check_survey(grounding)
     vw, gg = list(grounding.van_westendorp), list(grounding.gabor_granger)
     respondents = {("vw", a.respondent_id) for a in vw} | {("gg", a.respondent_id) for a in gg}
     import_ids = [q.import_id for q in grounding.quality if q.kind in ("van_westendorp", "gabor_granger")]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from smvm.errors import InvalidArgument
 from smvm.v1 import competitor_service_pb2 as pb, grounding_pb2, idea_pb2
 
 from services.competitors.landscape import (
@@ -100,3 +101,18 @@ def test_without_imports_the_landscape_is_labelled_synthetic():
     assert all(c.synthetic and c.source.startswith("prior:finance") for c in response.competitors)
     assert response.top5_synthetic == response.top5_identified == TOP_N_GATE
     assert any(w.startswith("competitors:synthetic:") for w in response.warnings)
+
+
+@pytest.mark.parametrize("row, field", [
+    ({"name": "", "price_amount": 1}, "idea.grounding.competitors[0].name"),
+    ({"name": "A", "price_amount": 1, "market_share": 1.5}, "idea.grounding.competitors[0].market_share"),
+    ({"name": "A", "price_amount": float("inf")}, "idea.grounding.competitors[0].price.amount"),
+    ({"name": "A", "price_amount": 1, "currency": "XYZ"}, "idea.grounding.competitors[0].price.currency"),
+    ({"name": "A", "price_amount": 1, "seats": -2}, "idea.grounding.competitors[0].seats"),
+])
+def test_unusable_imported_rows_name_their_field(row, field):
+    g = grounding_pb2.GroundingData()
+    g.competitors.add(**row)
+    with pytest.raises(InvalidArgument) as err:
+        build_landscape(_request(g))
+    assert err.value.field == field

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from smvm.errors import InvalidArgument
 from smvm.v1 import grounding_pb2, idea_pb2, persona_service_pb2
 
 from services.personas import calibration
@@ -16,7 +17,7 @@ from services.personas.synthesis import generate_personas
 
 MU, SIGMA = math.log(30.0), 0.6
 # A fixed price ladder, as a Van Westendorp questionnaire presents it: the answer brackets the WTP.
-LADDER = 5.0 * 1.25 ** np.arange(30)
+LADDER = 0.5 * 1.25 ** np.arange(45)
 GG_PRICES = (10.0, 20.0, 30.0, 45.0, 60.0)
 
 
@@ -164,3 +165,38 @@ def test_persona_wtp_above_the_grounding_range_is_flagged_as_optimism():
     assert report.wtp_upper_range_usd == pytest.approx(3.0)
     flagged = [f for f in report.flags if f.startswith("optimism:wtp_p90_above_grounding_upper_range:")]
     assert len(flagged) == len(response.personas) and not report.passed
+
+
+_PRICE = st.one_of(st.floats(1e-4, 1e6), st.sampled_from([1e-4, 1.0, 1e6]))
+
+
+@given(st.lists(st.lists(_PRICE, min_size=4, max_size=4).map(sorted), max_size=40),
+       st.lists(st.tuples(_PRICE, st.floats(0, 1)), max_size=40))
+@settings(max_examples=80, deadline=None)
+def test_any_valid_survey_gives_a_finite_fit_or_none(vw, gg):
+    g = grounding_pb2.GroundingData()
+    for i, (a, b, c, d) in enumerate(vw):
+        g.van_westendorp.add(respondent_id=f"v{i}", too_cheap=a, cheap=b, expensive=c, too_expensive=d)
+    for i, (p, q) in enumerate(gg):
+        g.gabor_granger.add(respondent_id=f"g{i}", price=p, purchase_intent=q)
+    fit = calibration.calibrate(g)
+    if fit.calibrated:
+        assert math.isfinite(fit.mu) and calibration.SIGMA_BOUNDS[0] - 1e-9 <= fit.sigma <= calibration.SIGMA_BOUNDS[1] + 1e-9
+        assert fit.ks_distance == -1 or 0 <= fit.ks_distance <= 1
+        assert fit.intent_mae == -1 or 0 <= fit.intent_mae <= 1
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda g: g.van_westendorp.add(too_cheap=1, cheap=2, expensive=float("nan"), too_expensive=4),
+     "idea.grounding.van_westendorp[0].expensive"),
+    (lambda g: g.van_westendorp.add(too_cheap=1, cheap=3, expensive=2, too_expensive=4),
+     "idea.grounding.van_westendorp[0].expensive"),
+    (lambda g: g.gabor_granger.add(price=-5, purchase_intent=0.5), "idea.grounding.gabor_granger[0].price"),
+    (lambda g: g.gabor_granger.add(price=5, purchase_intent=1.5), "idea.grounding.gabor_granger[0].purchase_intent"),
+])
+def test_unusable_survey_answers_name_their_field(mutate, field):
+    g = grounding_pb2.GroundingData()
+    mutate(g)
+    with pytest.raises(InvalidArgument) as err:
+        generate_personas(_request(g))
+    assert err.value.field == field

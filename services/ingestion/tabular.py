@@ -112,6 +112,8 @@ def _json(text: str) -> list[Record]:
     except json.JSONDecodeError as exc:
         raise InvalidArgument("content", f"is not valid JSON (line {exc.lineno}, column {exc.colno})",
                               reason="BAD_JSON") from None
+    except RecursionError:
+        raise InvalidArgument("content", "nests too deeply to be a table", reason="BAD_JSON") from None
     if isinstance(data, dict):
         found = [k for k in _JSON_CONTAINERS if isinstance(data.get(k), list)]
         if not found:
@@ -135,7 +137,7 @@ def _jsonl(text: str) -> list[Record]:
             continue
         try:
             item = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise InvalidArgument("content", f"JSONL line {i} is not valid JSON", reason="BAD_JSONL") from None
         if not isinstance(item, dict):
             raise InvalidArgument("content", f"JSONL line {i} is not an object", reason="BAD_JSONL")

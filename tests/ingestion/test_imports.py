@@ -202,3 +202,10 @@ def test_quality_alert_names_the_poor_imports_only(tmp_path, business_body, to_r
     assert [i["import_id"] for i in alert["details"]["imports"]] == [comp]
     assert alert["details"]["imports"][0]["findings"][0].startswith("quality:rejected_share: 2/7")
     assert alert["details"]["confidence_factor"] == idea.grounding.confidence_factor < 1
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_deeply_nested_json_is_refused_not_a_crash(fmt):
+    with pytest.raises(InvalidArgument) as err:
+        run_import("competitors", fmt, b"[" * 200_000 + b"]" * 200_000)
+    assert err.value.field == "content"

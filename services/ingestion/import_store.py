@@ -23,6 +23,9 @@ from services.ingestion.importer import ImportResult
 
 IMPORT_ID = re.compile(r"[0-9a-f]{64}")
 MAX_REFS = 20
+# Rows an idea may carry in Idea.grounding (it travels to every stage and into idea.input.json):
+# 200,000 survey answers are about 12 MB of protobuf, well inside the mesh's 64 MiB message limit.
+MAX_RESOLVED_ROWS = 200_000
 
 
 class ImportStore:
@@ -78,6 +81,12 @@ class ImportStore:
                 raise InvalidArgument(f"{field}[{i}]", "names no stored import (import the file first)",
                                       reason="UNKNOWN_IMPORT")
             seen.add(ref)
+            rows = sum(len(x) for x in (merged.van_westendorp, merged.gabor_granger, merged.competitors,
+                                        merged.market_sizes, data.van_westendorp, data.gabor_granger,
+                                        data.competitors, data.market_sizes))
+            if rows > MAX_RESOLVED_ROWS:
+                raise InvalidArgument(f"{field}[{i}]", f"the referenced imports together hold more than "
+                                      f"{MAX_RESOLVED_ROWS} rows", reason="TOO_MANY_ROWS")
             merged.van_westendorp.extend(data.van_westendorp)
             merged.gabor_granger.extend(data.gabor_granger)
             merged.competitors.extend(data.competitors)

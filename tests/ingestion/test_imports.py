@@ -15,7 +15,7 @@ from smvm.config import Settings
 from smvm.errors import InvalidArgument
 from smvm.v1 import ingestion_service_pb2 as ipb, ingestion_service_pb2_grpc as igrpc
 
-from services.ingestion import fx, quality
+from services.ingestion import fx, import_store, quality
 from services.ingestion.alerts import quality_alert
 from services.ingestion.adapters.gabor_granger import score_to_intent
 from services.ingestion.import_store import ImportStore
@@ -209,3 +209,14 @@ def test_deeply_nested_json_is_refused_not_a_crash(fmt):
     with pytest.raises(InvalidArgument) as err:
         run_import("competitors", fmt, b"[" * 200_000 + b"]" * 200_000)
     assert err.value.field == "content"
+
+
+def test_references_holding_too_many_rows_are_refused(tmp_path, business_body, to_request, monkeypatch):
+    store = ImportStore(tmp_path)
+    vw = _store_fixture(store, "van_westendorp", "good.csv")  # 41 rows
+    gg = _store_fixture(store, "gabor_granger", "good.csv")  # 40 rows
+    monkeypatch.setattr(import_store, "MAX_RESOLVED_ROWS", 60)
+    business_body["grounding_refs"] = [vw, gg]
+    with pytest.raises(InvalidArgument) as err:
+        normalize_idea(to_request("business_idea", business_body), store)
+    assert (err.value.field, err.value.reason) == ("business_idea.grounding_refs[1]", "TOO_MANY_ROWS")

@@ -2,8 +2,8 @@
 
 `generate_personas(request)` is the whole stage; the servicer only wraps it. Everything is seeded by
 `request.seed` (same seed -> the same response bytes) and nothing reads the idea's price: willingness
-to pay comes from the prior and the idea's survey data alone, so a price far above it shows up later as poor demand instead of
-being explained away here.
+to pay comes from the prior and the idea's survey data alone, so a price far above it shows up later
+as poor demand instead of being explained away here.
 
 How one persona is made (every draw from one numpy Generator, in a fixed order):
 
@@ -198,7 +198,7 @@ def generate_personas(
             [d.wtp_median for d in drafts], [d.wtp_sigma for d in drafts], weights, fit.mu, fit.sigma)
         for d, m, sd in zip(drafts, medians, sigmas):
             d.wtp_median, d.wtp_sigma = m, sd
-        refs = ",".join(i[:12] for i in fit.import_ids)
+        refs = ",".join(i[:12] for i in fit.import_ids) or "survey"
         wtp_source = {k: f"grounding:{refs}#{fit.method};relative_position:{v}" for k, v in wtp_source.items()}
     has_survey = grounding is not None and (len(grounding.van_westendorp) or len(grounding.gabor_granger))
     upper, upper_source = prior.wtp_upper_range_usd, "prior"

@@ -5,6 +5,11 @@
     smvm submit FILE [--wait]               submit an idea (either request shape of the guide)
     smvm status ID | results ID | finalize ID | complete ID --results FILE
     smvm runs [--project-id P]              list runs
+    smvm import FILE --kind K [--format F] [--local]
+                                            import grounding data (K: van_westendorp | gabor_granger |
+                                            competitors | market_size) through the gateway, or with
+                                            --local straight into SMVM_RUNS_DIR/imports; prints the
+                                            import id and the data-quality report
 
 The client commands talk to SMVM_GATEWAY_URL (default http://127.0.0.1:8080) with SMVM_TOKEN
 (default dev-admin-token, accepted by the dev profile).
@@ -13,6 +18,7 @@ The client commands talk to SMVM_GATEWAY_URL (default http://127.0.0.1:8080) wit
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import signal
@@ -56,6 +62,11 @@ class Client:
     def runs(self, project_id: str | None) -> dict:
         params = {"project_id": project_id} if project_id else {}
         return self._json(self.http.get("/api/v1/validation/runs", params=params))
+
+    def import_grounding(self, path: Path, kind: str, fmt: str = "") -> dict:
+        body = {"kind": kind, "format": fmt, "source_name": path.name,
+                "content": base64.b64encode(path.read_bytes()).decode("ascii")}
+        return self._json(self.http.post("/api/v1/grounding/imports", json=body))
 
     def wait(self, run_id: str, timeout_s: float = 600.0, interval_s: float = 0.25) -> dict:
         deadline = time.monotonic() + timeout_s
@@ -162,6 +173,39 @@ def cmd_submit(args) -> int:
     return 0 if status["status"] in ("DECISION_READY", "COMPLETED") else 1
 
 
+def _import_local(path: Path, kind: str, fmt: str) -> dict:
+    """The ImportGrounding code path in this process, into the configured runs root (no mesh needed)."""
+    # Deferred: the other client commands need none of the service code.
+    from google.protobuf import json_format
+
+    from services.ingestion.import_store import ImportStore
+    from services.ingestion.servicer import import_grounding
+    from smvm.errors import InvalidArgument
+    from smvm.v1 import ingestion_service_pb2
+
+    request = ingestion_service_pb2.ImportGroundingRequest(kind=kind, format=fmt, content=path.read_bytes(),
+                                                           source_name=path.name)
+    try:
+        answer = import_grounding(request, ImportStore(load_settings().runs_dir))
+    except InvalidArgument as exc:
+        raise SystemExit(f"import refused, nothing stored: {exc} ({exc.reason})") from None
+    return json_format.MessageToDict(answer, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def cmd_import(args) -> int:
+    path = Path(args.file)
+    if args.local:
+        answer = _import_local(path, args.kind, args.format or "")
+    else:
+        answer = _client(args).import_grounding(path, args.kind, args.format or "")
+    _print(answer)
+    report = answer.get("report", {})
+    if report.get("quality_warning"):
+        print(f"quality_warning: {'; '.join(w for w in report.get('warnings', []) if w.startswith('quality:'))}",
+              file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="smvm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default=os.environ.get("SMVM_GATEWAY_URL", "http://127.0.0.1:8080"))
@@ -198,6 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     runs = sub.add_parser("runs", help="list runs")
     runs.add_argument("--project-id")
     runs.set_defaults(func=lambda a: _print(_client(a).runs(a.project_id)) or 0)
+
+    imp = sub.add_parser("import", help="import grounding data (survey, competitor list, market sizes)")
+    imp.add_argument("file")
+    imp.add_argument("--kind", required=True, choices=("van_westendorp", "gabor_granger", "competitors", "market_size"))
+    imp.add_argument("--format", choices=("csv", "json", "jsonl"), help="default: from the file's extension")
+    imp.add_argument("--local", action="store_true", help="import in this process into SMVM_RUNS_DIR (no gateway)")
+    imp.set_defaults(func=cmd_import)
 
     args = parser.parse_args(argv)
     return args.func(args)

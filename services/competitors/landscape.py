@@ -3,12 +3,16 @@
 `build_landscape(request)` is the whole stage; the servicer only wraps it. Steps:
 
 1. The idea's domain prior (services.personas.priors: idea.domain -> keywords -> general fallback).
-2. One offering per competitor archetype of the prior, every one labelled synthetic (no imported
-   list reaches this stage yet). Prices go through services.competitors.pricing; free-text
+2. Imported competitor lists (idea.grounding.competitors, from IngestionService.ImportGrounding) when
+   the idea references any: one offering per row, synthetic=False, source "import:<id>[;<row source>]",
+   prior relevance 1 (the founder named them), brand strength from market share (IMPORTED_BRAND_*,
+   a stated rule of thumb), missing shares sharing what the listed ones leave; no synthetic padding.
+   Otherwise one offering per competitor archetype of the prior, every one labelled synthetic.
+   Prices go through services.competitors.pricing; free-text
    features map onto the prior's canonical taxonomy (priors.map_feature: exact synonym, else token
    similarity); coverage per canonical feature is the highest coverage of the features that map to
    it ("reports: 0.5" covers half); features that map nowhere are kept in `unmapped_features`.
-3. When `count` exceeds the archetypes, seeded variants fill the gap: archetypes in order of prior
+3. (Priors only) when `count` exceeds the archetypes, seeded variants fill the gap: archetypes in order of prior
    relevance, each variant with jittered list price, feature coverage (some features dropped),
    brand, share and relevance, and decaying relevance and share per generation. Variant k draws from
    its own stream (seed, stream id, k), so the archetypes never depend on the seed and a larger
@@ -73,6 +77,12 @@ VARIANT_SHARE_LOG_SD = 0.3
 DECIMALS = 6
 # Fixed stream id so competitor draws never share a stream with another stage given the same seed.
 _STREAM = 0xC0_4D_E7_01
+# Imported rows carry no brand figure: brand = base + per_share x market share, at most max (a share
+# of 0.2 gives 0.7); rows without a share get the base. Incumbents in the priors sit at 0.15-0.9.
+IMPORTED_BRAND_BASE = 0.3
+IMPORTED_BRAND_PER_SHARE = 2.0
+IMPORTED_BRAND_MAX = 0.9
+IMPORTED_RELEVANCE = 1.0
 
 
 @dataclass
@@ -89,6 +99,7 @@ class _Draft:
     vector: dict[str, float] = field(default_factory=dict)
     unmapped: list[str] = field(default_factory=list)
     relevance: float = 0.0
+    synthetic: bool = True
 
 
 def _slug(text: str) -> str:
@@ -167,6 +178,73 @@ def _variant_draft(prior: DomainPrior, a: ArchetypePrior, generation: int, index
     )
 
 
+MAX_IMPORTED = 1_000
+MAX_NAME_CHARS = 200
+MAX_SEATS = 100_000
+
+
+def _check_imported(records) -> None:
+    """InvalidArgument naming the first imported row this stage cannot use (ingestion's adapter enforces
+    the same rules; a caller that bypasses it must not crash the stage)."""
+    if len(records) > MAX_IMPORTED:
+        raise InvalidArgument("idea.grounding.competitors", f"at most {MAX_IMPORTED} competitors, got {len(records)}")
+    for i, r in enumerate(records):
+        field = f"idea.grounding.competitors[{i}]"
+        if not r.name.strip() or len(r.name) > MAX_NAME_CHARS:
+            raise InvalidArgument(f"{field}.name", f"must be 1-{MAX_NAME_CHARS} characters")
+        if r.HasField("market_share") and not (math.isfinite(r.market_share) and 0 <= r.market_share <= 1):
+            raise InvalidArgument(f"{field}.market_share", "must be a fraction in [0, 1]")
+        if not 0 <= r.seats <= MAX_SEATS:
+            raise InvalidArgument(f"{field}.seats", f"must be in 0..{MAX_SEATS} (0 = not per seat)")
+        if len(r.features) > MAX_IDEA_FEATURES:
+            raise InvalidArgument(f"{field}.features", f"at most {MAX_IDEA_FEATURES} features")
+        for j, text in enumerate(r.features):
+            if len(text) > MAX_FEATURE_CHARS:
+                raise InvalidArgument(f"{field}.features[{j}]", f"at most {MAX_FEATURE_CHARS} characters")
+
+
+def _imported_drafts(prior: DomainPrior, records, table: FxTable, warnings: list[str]) -> list[_Draft]:
+    """One draft per imported competitor row (duplicate names were dropped by the import)."""
+    _check_imported(records)
+    given = math.fsum(r.market_share for r in records if r.HasField("market_share"))
+    missing = [i for i, r in enumerate(records) if not r.HasField("market_share")]
+    room = max(0.0, prior.listed_share_max - given)
+    fill = room / len(missing) if missing else 0.0
+    if missing:
+        warnings.append(
+            f"market_share:assumed: {len(missing)} imported competitor(s) state no market share; each is given "
+            f"{fill:.4f} (the {room:.3f} the listed shares leave of the prior's listed maximum "
+            f"{prior.listed_share_max:.2f}, split evenly)")
+    drafts = []
+    seen_ids: dict[str, int] = {}
+    for i, r in enumerate(records):
+        field = f"idea.grounding.competitors[{i}]"
+        price = normalise_price(
+            r.price_amount, r.currency or "USD", r.billing_period or "monthly",
+            amortisation_months=r.amortisation_months, per_seat=r.seats > 0, seats=max(r.seats, 1),
+            free_tier=r.free_tier, field=f"{field}.price", table=table)
+        share = r.market_share if r.HasField("market_share") else fill
+        base_id = f"import:{_slug(r.name) or 'competitor'}"
+        seen_ids[base_id] = seen_ids.get(base_id, 0) + 1
+        source = f"import:{r.import_id[:12]}" if r.import_id else "import"
+        drafts.append(_Draft(
+            id=base_id if seen_ids[base_id] == 1 else f"{base_id}-{seen_ids[base_id]}",
+            name=r.name,
+            price=price,
+            features=[(text, 1.0) for text in r.features],
+            brand=round(min(IMPORTED_BRAND_MAX, IMPORTED_BRAND_BASE + IMPORTED_BRAND_PER_SHARE * share), DECIMALS),
+            share=share,
+            prior_relevance=IMPORTED_RELEVANCE,
+            source=source + (f";{r.source}" if r.source else ""),
+            variant=1,
+            synthetic=False,
+        ))
+    warnings.append(
+        f"brand_strength:assumed: imported competitors' brand strength = {IMPORTED_BRAND_BASE:g} + "
+        f"{IMPORTED_BRAND_PER_SHARE:g} x market share (at most {IMPORTED_BRAND_MAX:g}); imports carry no brand figure")
+    return drafts
+
+
 def _validate(request: pb.BuildLandscapeRequest) -> int:
     count = int(request.count)
     if count < 0:
@@ -204,7 +282,7 @@ def _listed_shares(ranked: list[_Draft], cap: float, warnings: list[str]) -> lis
     base_scale = cap / base_total if base_total > cap else 1.0
     if base_scale < 1.0:
         warnings.append(
-            f"market_share:scaled: archetype shares summed to {base_total:.3f}, above the prior's listed "
+            f"market_share:scaled: archetype shares summed to {base_total:.3f}, above the listed "
             f"maximum {cap:.2f}; scaled by {base_scale:.4f}"
         )
     room = max(0.0, cap - base_total * base_scale)
@@ -229,7 +307,7 @@ def _competitor(d: _Draft, rank: int, share: float) -> market_pb2.Competitor:
         market_share=round(share, DECIMALS),
         brand_strength=d.brand,
         source=d.source,
-        synthetic=True,
+        synthetic=d.synthetic,
         rank=rank,
         unmapped_features=d.unmapped,
         pricing=d.price.terms(),
@@ -274,12 +352,16 @@ def build_landscape(request: pb.BuildLandscapeRequest) -> pb.BuildLandscapeRespo
     taxonomy = list(prior.feature_ids)
     warnings = list(resolution.warnings)
 
-    drafts = [_archetype_draft(prior, a, table) for a in prior.archetypes]
-    by_relevance = sorted(range(len(prior.archetypes)), key=lambda i: (-prior.archetypes[i].relevance, i))
-    extra = max(0, count - len(prior.archetypes))
-    for k in range(extra):
-        base = prior.archetypes[by_relevance[k % len(by_relevance)]]
-        drafts.append(_variant_draft(prior, base, k // len(by_relevance) + 2, k, int(request.seed), table))
+    imported = list(idea.grounding.competitors)
+    if imported:
+        drafts = _imported_drafts(prior, imported, table, warnings)
+    else:
+        drafts = [_archetype_draft(prior, a, table) for a in prior.archetypes]
+        by_relevance = sorted(range(len(prior.archetypes)), key=lambda i: (-prior.archetypes[i].relevance, i))
+        extra = max(0, count - len(prior.archetypes))
+        for k in range(extra):
+            base = prior.archetypes[by_relevance[k % len(by_relevance)]]
+            drafts.append(_variant_draft(prior, base, k // len(by_relevance) + 2, k, int(request.seed), table))
     for d in drafts:
         d.vector, d.unmapped = feature_vector(prior, d.features)
 
@@ -302,14 +384,25 @@ def build_landscape(request: pb.BuildLandscapeRequest) -> pb.BuildLandscapeRespo
         d.relevance = round(score, DECIMALS)
     ranked = sorted(drafts, key=lambda d: (-d.relevance, d.name, d.id))[:count]
 
-    shares = _listed_shares(ranked, prior.listed_share_max, warnings)
+    # Imported shares are the founder's data: scaled only if they sum above 1, never to the prior's maximum.
+    shares = _listed_shares(ranked, 1.0 if imported else prior.listed_share_max, warnings)
     competitors = [_competitor(d, i + 1, share) for i, (d, share) in enumerate(zip(ranked, shares))]
-    variants = sum(1 for d in ranked if d.variant > 1)
-    warnings.append(
-        f"competitors:synthetic: all {len(competitors)} competitors are synthesised from the {prior.domain} "
-        f"prior's archetypes (no imported competitor list)"
-        + (f"; {variants} are seeded variants of archetypes" if variants else "")
-    )
+    if imported:
+        imports = sorted({r.import_id[:12] for r in imported if r.import_id})
+        warnings.append(
+            f"competitors:imported: {len(competitors)} of {len(imported)} imported competitor(s) ranked "
+            f"(imports {', '.join(imports) or 'unnamed'}); none synthesised")
+        if len(competitors) < TOP_N_GATE:
+            warnings.append(
+                f"competitors:top5_incomplete: only {len(competitors)} competitor(s) imported; the guide's "
+                f"'top {TOP_N_GATE} identified' criterion needs {TOP_N_GATE}")
+    else:
+        variants = sum(1 for d in ranked if d.variant > 1)
+        warnings.append(
+            f"competitors:synthetic: all {len(competitors)} competitors are synthesised from the {prior.domain} "
+            f"prior's archetypes (no imported competitor list)"
+            + (f"; {variants} are seeded variants of archetypes" if variants else "")
+        )
 
     our = market_pb2.Competitor(
         id=OUR_ID,

@@ -23,6 +23,7 @@ from smvm import __version__, correlation
 from smvm.channels import open_channel
 from smvm.config import Settings
 from smvm.ids import check_id
+from smvm.v1 import ingestion_service_pb2 as ipb, ingestion_service_pb2_grpc as igrpc
 from smvm.v1 import validation_service_pb2 as vpb, validation_service_pb2_grpc as vgrpc
 
 from services.gateway import errors
@@ -33,12 +34,14 @@ from services.gateway.ratelimit import RateLimiter
 from services.gateway.schema import request_model, response_model
 
 # The guide's per-endpoint timeouts (seconds), used as gRPC deadlines.
-TIMEOUTS_S = {"runs": 30.0, "status": 5.0, "results": 30.0, "complete": 60.0, "finalize": 30.0, "list": 30.0}
+TIMEOUTS_S = {"runs": 30.0, "status": 5.0, "results": 30.0, "complete": 60.0, "finalize": 30.0, "list": 30.0,
+              "imports": 30.0}
 READY_CHECK_TIMEOUT_S = 2.0
 
 SubmitRunBody = request_model(vpb.SubmitRunRequest.DESCRIPTOR, name="SubmitRunBody")
 CompleteRunBody = request_model(vpb.CompleteRunRequest.DESCRIPTOR, exclude=("run_id",), name="CompleteRunBody")
 FinalizeRunBody = request_model(vpb.FinalizeRunRequest.DESCRIPTOR, exclude=("run_id",), name="FinalizeRunBody")
+ImportGroundingBody = request_model(ipb.ImportGroundingRequest.DESCRIPTOR, name="ImportGroundingBody")
 
 
 
@@ -136,6 +139,8 @@ def create_app(
             upstream.draining = True
             if own:
                 await upstream.channel.close()
+            if getattr(app.state, "ingestion_channel", None) is not None:
+                await app.state.ingestion_channel.close()
 
     app = FastAPI(
         title="SMVM validation API",
@@ -285,5 +290,47 @@ def create_app(
         answer = await upstream.call(upstream.validation.FinalizeRun, message, "finalize", run_id)
         return JSONResponse(message_to_json(answer))
 
+    # ------------------------------------------------------------------ grounding imports (IngestionService)
+    @app.post(
+        "/api/v1/grounding/imports", tags=["grounding"],
+        summary="Import a survey export, competitor list or market-size file (CSV, JSON or JSONL; all or nothing)",
+        description="`content` is the file's bytes, base64-encoded; `kind` is van_westendorp | gabor_granger | "
+                    "competitors | market_size. Answers the import id (reference it in an idea's `grounding_refs`) "
+                    "and the data-quality report; 201 for a new import, 200 when the same file was imported before.",
+        response_model=response_model(ipb.ImportGroundingResponse.DESCRIPTOR),
+    )
+    async def import_grounding(request: Request, body: ImportGroundingBody):  # type: ignore[valid-type]
+        message = json_to_message(_body_dict(body), ipb.ImportGroundingRequest())
+        if getattr(request.app.state, "ingestion_channel", None) is None:
+            request.app.state.ingestion_channel = open_channel(settings.ingestion_addr)
+        upstream = upstream_of(request)
+        stub = igrpc.IngestionServiceStub(request.app.state.ingestion_channel)
+        answer: ipb.ImportGroundingResponse = await upstream.call(stub.ImportGrounding, message, "imports", None)
+        return JSONResponse(message_to_json(answer), status_code=200 if answer.existed else 201)
+
+    _document_grounding_refs(app)
     return app
+
+
+GROUNDING_REFS_DOC = (
+    "Optional. Ids of grounding imports (POST /api/v1/grounding/imports: survey answers, competitor lists, "
+    "market sizes) this idea rests on; they are resolved into the canonical idea's `grounding`. An unknown id "
+    "is a 400 naming `<shape>.grounding_refs[i]`."
+)
+
+
+def _document_grounding_refs(app: FastAPI) -> None:
+    """Describe `grounding_refs` on both request shapes in the OpenAPI document (proto comments do not
+    reach the models derived from descriptors)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        for shape in ("BusinessIdea", "IdeaSubmission"):
+            field = schema.get("components", {}).get("schemas", {}).get(shape, {}).get("properties", {}).get("grounding_refs")
+            if field is not None:
+                field["description"] = GROUNDING_REFS_DOC
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 

@@ -5,7 +5,10 @@ different names; every later stage reads only the canonical Idea. Steps, in orde
 1. per-field checks and canonical text (validate.py), errors naming the field in the request's shape;
 2. market size in USD/year: TAM >= SAM >= SOM >= 0, missing lower figures derived by stated shares;
 3. price to USD per month at the dated rate table (fx.py), the original kept in a warning;
-4. PII masked in every free-text field (pii.py), findings by field and kind, never the value.
+4. PII masked in every free-text field (pii.py), findings by field and kind, never the value;
+5. grounding references resolved into Idea.grounding from the import store (import_store.py): an
+   unknown id is InvalidArgument naming `<shape>.grounding_refs[i]`; an import with poor quality
+   adds a `grounding:quality_warning` warning and lowers grounding.confidence_factor.
 Deterministic: no clock, no randomness, fixed field and finding order.
 """
 
@@ -17,6 +20,7 @@ from smvm.errors import InvalidArgument
 from smvm.v1 import idea_pb2, ingestion_service_pb2
 
 from services.ingestion import fx, pii, validate
+from services.ingestion.import_store import ImportStore
 
 # Shares used to derive a missing figure from the next larger one; rules of thumb, labelled as such
 # in MarketSize.source and the warnings so nobody mistakes them for data.
@@ -33,8 +37,11 @@ FREE_TEXT_FIELDS = (
 )
 
 
-def normalize_idea(request: ingestion_service_pb2.NormalizeIdeaRequest) -> idea_pb2.Idea:
-    """The canonical Idea for either request shape, or InvalidArgument naming the offending field."""
+def normalize_idea(request: ingestion_service_pb2.NormalizeIdeaRequest, store: ImportStore | None = None) -> idea_pb2.Idea:
+    """The canonical Idea for either request shape, or InvalidArgument naming the offending field.
+
+    `store` resolves grounding references; without one, any reference is refused (nothing to resolve against).
+    """
     shape = request.WhichOneof("shape")
     if shape == "business_idea":
         idea = _from_business_idea(request.business_idea, "business_idea")
@@ -45,7 +52,26 @@ def normalize_idea(request: ingestion_service_pb2.NormalizeIdeaRequest) -> idea_
                               reason="REQUIRED")
     idea.source_shape = shape
     _mask_pii(idea)
+    _grounding(idea, getattr(request, shape).grounding_refs, f"{shape}.grounding_refs", store)
     return idea
+
+
+def _grounding(idea: idea_pb2.Idea, refs, field: str, store: ImportStore | None) -> None:
+    """Resolve the referenced imports into idea.grounding (rows are stored PII-masked already)."""
+    if not refs:
+        return
+    if store is None:
+        raise InvalidArgument(f"{field}[0]", "names no stored import (no import store is configured)",
+                              reason="UNKNOWN_IMPORT")
+    grounding = store.resolve(list(refs), field)
+    idea.grounding.CopyFrom(grounding)
+    idea.grounding_refs.extend(grounding.import_ids)
+    for report in grounding.quality:
+        if report.quality_warning:
+            reasons = [w for w in report.warnings if w.startswith("quality:")]
+            idea.warnings.append(
+                f"grounding:quality_warning: import {report.import_id[:12]} ({report.kind}) has poor data quality "
+                f"({'; '.join(reasons)}); downstream confidence x{grounding.confidence_factor:g}")
 
 
 def _from_business_idea(msg: idea_pb2.BusinessIdea, prefix: str) -> idea_pb2.Idea:

@@ -119,6 +119,7 @@ def build_bias_report(
     age_bands_with_mass: int,
     income_bands_with_mass: int,
     wtp_upper_range_usd: float,
+    upper_range_source: str = "prior",
     min_entropy: float = DEFAULT_MIN_ENTROPY,
     min_band_fraction: float = DEFAULT_MIN_BAND_FRACTION,
 ) -> market_pb2.BiasReport:
@@ -145,7 +146,7 @@ def build_bias_report(
         flags.append(f"coverage:income_bands_below_minimum:{len(incomes)}<{need_inc}")
     for p in personas:
         if p.wtp_p90_usd > wtp_upper_range_usd:
-            flags.append(f"optimism:wtp_p90_above_prior_upper_range:{p.id}")
+            flags.append(f"optimism:wtp_p90_above_{upper_range_source}_upper_range:{p.id}")
     coverage: dict[str, bool] = {}
     coverage.update(band_coverage("age", age_bands, ages))
     coverage.update(band_coverage("income", income_bands, incomes))

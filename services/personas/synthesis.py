@@ -2,8 +2,8 @@
 
 `generate_personas(request)` is the whole stage; the servicer only wraps it. Everything is seeded by
 `request.seed` (same seed -> the same response bytes) and nothing reads the idea's price: willingness
-to pay comes from the prior alone, so a price far above it shows up later as poor demand instead of
-being explained away here.
+to pay comes from the prior and the idea's survey data alone, so a price far above it shows up later
+as poor demand instead of being explained away here.
 
 How one persona is made (every draw from one numpy Generator, in a fixed order):
 
@@ -22,6 +22,11 @@ How one persona is made (every draw from one numpy Generator, in a fixed order):
    every canonical feature of the domain (unlisted ones get the domain default).
 5. Weights: segment weight / personas in the segment x exp(N(0, weight_jitter)), then bias controls
    (normalise to 1, cap any one segment, redistribute the excess) - see services/personas/bias.py.
+6. Calibration (services/personas/calibration.py): when the idea's grounding data holds survey answers
+   (Van Westendorp / Gabor-Granger), a lognormal is fitted to them by maximum likelihood and the
+   personas' WTP is moved so their weighted mixture has the fitted log-mean and log-variance; the fit
+   and its held-out fidelity go into `calibration`, and `sources.wtp` names the imports. The
+   optimism control then checks persona p90s against the grounding data's upper range, not the prior's.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import numpy as np
 from smvm.errors import InvalidArgument
 from smvm.v1 import market_pb2, persona_service_pb2
 
-from services.personas import bias
+from services.personas import bias, calibration
 from services.personas.priors import DomainPrior, JointCell, SegmentPrior, prior_for_idea
 
 DEFAULT_COUNT = 5
@@ -56,6 +61,12 @@ class PersonaSettings:
     param_jitter: float = 0.10
     coverage_candidates: int = 8
     max_count: int = MAX_COUNT
+
+
+def no_calibration() -> persona_service_pb2.WtpCalibration:
+    """No grounding data: nothing calibrated, fidelity not reported."""
+    return persona_service_pb2.WtpCalibration(calibrated=False, ks_distance=-1.0, intent_mae=-1.0,
+                                              ks_midpoint_distance=-1.0)
 
 
 def wtp_quantiles(median_usd: float, sigma: float) -> tuple[float, float, float]:
@@ -179,6 +190,20 @@ def generate_personas(
     capped = bias.cap_weights([d.raw_weight for d in drafts], settings.segment_cap)
     weights = capped.weights
     src = prior.source
+    grounding = idea.grounding if idea is not None else None
+    fit = calibration.calibrate(grounding) if grounding is not None else no_calibration()
+    wtp_source = {d.segment.id: f"{src}#segments.{d.segment.id}.wtp;income_elasticity" for d in drafts}
+    if fit.calibrated:
+        medians, sigmas = calibration.calibrated_wtp(
+            [d.wtp_median for d in drafts], [d.wtp_sigma for d in drafts], weights, fit.mu, fit.sigma)
+        for d, m, sd in zip(drafts, medians, sigmas):
+            d.wtp_median, d.wtp_sigma = m, sd
+        refs = ",".join(i[:12] for i in fit.import_ids) or "survey"
+        wtp_source = {k: f"grounding:{refs}#{fit.method};relative_position:{v}" for k, v in wtp_source.items()}
+    has_survey = grounding is not None and (len(grounding.van_westendorp) or len(grounding.gabor_granger))
+    upper, upper_source = prior.wtp_upper_range_usd, "prior"
+    if has_survey:
+        upper, upper_source = fit.upper_range_usd or calibration.upper_range(grounding), "grounding"
     personas: list[market_pb2.Persona] = []
     checks: list[bias.PersonaCheck] = []
     for i, (d, w) in enumerate(zip(drafts, weights)):
@@ -199,7 +224,7 @@ def generate_personas(
             "weight": weight_source,
             "demographics": f"{src}#joint_table",
             "needs": f"{src}#segments.{d.segment.id}.needs",
-            "wtp": f"{src}#segments.{d.segment.id}.wtp;income_elasticity",
+            "wtp": wtp_source[d.segment.id],
             "price_sensitivity": src,
             "feature_importance": src,
             "innovation": src,
@@ -237,7 +262,8 @@ def generate_personas(
         income_bands=demo.income_ids,
         age_bands_with_mass=len(ages_with_mass),
         income_bands_with_mass=len(incomes_with_mass),
-        wtp_upper_range_usd=prior.wtp_upper_range_usd,
+        wtp_upper_range_usd=upper,
+        upper_range_source=upper_source,
         min_entropy=settings.min_entropy,
         min_band_fraction=settings.min_band_fraction,
     )
@@ -247,4 +273,5 @@ def generate_personas(
         prior=prior.domain,
         warnings=list(resolution.warnings),
         domain_detection=resolution.method,
+        calibration=fit,
     )

@@ -160,6 +160,7 @@ BUSINESS_RULES = [
     ("price.billing_period", "fortnightly", "business_idea.price.billing_period"),
     ("price.amortisation_months", -1, "business_idea.price.amortisation_months"),
     ("price.amortisation_months", 121, "business_idea.price.amortisation_months"),
+    ("grounding_refs", ["not-an-import-id"], "business_idea.grounding_refs[0]"),
 ]
 
 T0_RULES = [
@@ -174,6 +175,7 @@ T0_RULES = [
     ("price", {"amount": 10, "currency": "ABC"}, "idea.price.currency"),
     ("features", ["", "x"], "idea.features[0]"),
     ("team_coverage", 2, "idea.team_coverage"),
+    ("grounding_refs", ["a" * 64], "idea.grounding_refs[0]"),
 ]
 
 

@@ -206,7 +206,7 @@ def _knockouts(sim: SimInputs, used: Scenario, best: Scenario, request, policy: 
     if (policy.get("show_stoppers.build_beyond_horizon") and idea.HasField("estimated_build_months")
             and idea.estimated_build_months > sim.months):
         out.append((f"build ({idea.estimated_build_months:g} months) is longer than the simulated horizon ({sim.months} months)", 1.0))
-    tam = idea.market_size.tam_usd
+    tam = used.market.tam_usd  # grounding imports first, then idea.market_size
     tam_min = policy.num("market.tam_min_usd")
     if 0 < tam < tam_min:
         out.append((f"TAM ${tam:,.0f} is below the ${tam_min:,.0f} minimum", 1.0))

@@ -22,7 +22,7 @@ from services.analysis.inputs import SimInputs, read_simulation
 from services.analysis.market import MarketSizingResult, size_market, top_down_inputs
 from services.analysis.policy import Policy, load_policy
 from services.analysis.scoring import DimensionScore, Evidence, band, composite, score_dimensions
-from services.analysis.stats import finite, interp_rows, safe_div, wprob, wquantile
+from services.analysis.stats import finite, interp_rows, lognormal_sigma, lognormal_survival, safe_div, wprob, wquantile
 from services.analysis.voi import DRIVER_LABELS, DriverValue, evppi
 from smvm.errors import InvalidArgument
 from smvm.v1 import analysis_service_pb2, decision_pb2
@@ -314,7 +314,7 @@ def analyze(request: analysis_service_pb2.AnalyzeRequest, policy=None, render_do
             f"price: {verb} to {_fmt_price(best.price)} ({price_change:+.0%}); simulated {sim.months}-month revenue P50 "
             f"{gain:+.0%}, composite {used.composite:.1f} -> {best.composite:.1f}")
     if recommendation == "PIVOT":
-        pivot_suggestions += _non_price_pivots(request, used, price, wtp)
+        pivot_suggestions += _non_price_pivots(request, used, price, wtp, pol)
 
     # value of information
     voi: list[DriverValue] = []
@@ -505,14 +505,23 @@ def sensitivity(price, sim: SimInputs, request, policy: Policy, costs, wtp, comp
     return sorted(out, key=lambda s: -abs(s.npv_high - s.npv_low))
 
 
-def _non_price_pivots(request, used: Scenario, price: float, wtp) -> list[str]:
+def _non_price_pivots(request, used: Scenario, price: float, wtp, policy: Policy) -> list[str]:
+    """Segment and positioning pivots, each with how much the analysis says it helps."""
     out = []
     personas = [p for p in request.personas if p.wtp.median_usd > 0]
     if personas and price > 0:
-        best = max(personas, key=lambda p: p.wtp.median_usd)
-        if best.wtp.median_usd >= price:
-            out.append(f"segment: focus on '{best.name or best.segment}' (WTP median ${best.wtp.median_usd:,.2f} >= "
-                       f"price ${price:,.2f}; weight {best.weight:.0%} of the market)")
+        def p_accept(p):
+            sigma = p.wtp.sigma if p.wtp.sigma > 0 else lognormal_sigma(p.wtp.p10_usd, p.wtp.median_usd, p.wtp.p90_usd,
+                                                                         policy.num("wtp_validation.default_sigma"))
+            return lognormal_survival(price, p.wtp.median_usd, sigma)
+
+        best = max(personas, key=p_accept)
+        market_sigma = lognormal_sigma(wtp.p10, wtp.p50, wtp.p90, policy.num("wtp_validation.default_sigma"))
+        overall = lognormal_survival(price, wtp.p50, market_sigma) if wtp.p50 > 0 else 0.0
+        if best.wtp.median_usd >= price and p_accept(best) > overall:
+            out.append(f"segment: focus on '{best.name or best.segment}' ({best.weight:.0%} of the market): "
+                       f"P(WTP >= ${price:,.2f}) is {p_accept(best):.0%} there vs {overall:.0%} market-wide "
+                       f"(WTP median ${best.wtp.median_usd:,.2f})")
     ev = used.evidence
     if ev.our_coverage is not None and ev.competitor_coverage is not None and ev.our_coverage < ev.competitor_coverage:
         gaps = []
@@ -521,8 +530,11 @@ def _non_price_pivots(request, used: Scenario, price: float, wtp) -> list[str]:
             gap = {k: np.mean([c.feature_vector.get(k, 0.0) for c in request.competitors]) - request.our_offering.feature_vector.get(k, 0.0)
                    for k in keys}
             gaps = [k for k, v in sorted(gap.items(), key=lambda kv: -kv[1]) if v > 0][:3]
+        closed = dataclasses.replace(ev, our_coverage=ev.competitor_coverage)
+        after, _ = composite(score_dimensions(closed, policy))
         out.append(f"positioning: close the feature gap (coverage {ev.our_coverage:.2f} vs competitors {ev.competitor_coverage:.2f})"
-                   + (f", first on {', '.join(gaps)}" if gaps else ""))
+                   + (f", first on {', '.join(gaps)}" if gaps else "")
+                   + f"; at parity the matrix scores {used.composite:.1f} -> {after:.1f} (share effects not re-simulated)")
     return out
 
 

@@ -215,3 +215,35 @@ def test_every_chart_has_data_and_the_pdf_has_pages():
     assert "Recommendation" in reader.pages[0].extract_text()
     assert resp.report_html.count("data:image/png;base64,") == 5
     assert "<table>" in resp.report_html and "Van Westendorp" in resp.report_html
+
+
+def test_offer_dominating_every_attribute_at_a_lower_price_is_go():
+    req = great(competitors=5, competitor_price=40.0)  # we charge 20, every rival 40
+    for i, c in enumerate(req.competitors):
+        for k, v in {"sync": 0.5, "reports": 0.4, "alerts": 0.3 + 0.05 * i}.items():
+            c.feature_vector[k] = v
+    for k in ("sync", "reports", "alerts"):
+        req.our_offering.feature_vector[k] = 1.0  # better on every attribute
+    d = analyze(req, render_documents=False).decision
+    assert d.recommendation == GO and d.gate.gate_decision == "proceed", d.rationale
+    comp = next(c for c in d.criteria if c.name == "competitive_position")
+    assert comp.score >= 90 and not comp.neutral
+    assert next(r for r in d.risks if r.category == "competitive").level == "low"
+
+
+def test_positioning_and_segment_pivots_say_how_much_they_help():
+    from smvm.v1 import market_pb2
+    req = make_request(competitors=5, competitor_price=20.0)
+    for c in req.competitors:
+        c.feature_vector["sync"] = 0.9
+    req.our_offering.feature_vector["sync"] = 0.2
+    req.personas.add(name="power users", weight=0.2, wtp=market_pb2.WtpDistribution(median_usd=60.0, sigma=0.3))
+    req.personas.add(name="students", weight=0.8, wtp=market_pb2.WtpDistribution(median_usd=8.0, sigma=0.3))
+    d = analyze(req, render_documents=False).decision
+    assert d.recommendation == PIVOT, d.rationale
+    positioning = next(s for s in d.pivot_suggestions if s.startswith("positioning:"))
+    assert "first on sync" in positioning and f"{d.composite_score:.1f} -> " in positioning
+    after = float(positioning.split(" -> ")[1].split(" ")[0])
+    assert after > d.composite_score
+    segment = next(s for s in d.pivot_suggestions if s.startswith("segment:"))
+    assert "'power users'" in segment and "market-wide" in segment

@@ -33,7 +33,8 @@ def _summary_page(context) -> Figure:
     lines = [f"Validation report: {context['request'].idea.title or 'untitled idea'}", "",
              f"Recommendation: {context['recommendation']}   composite {d.composite_score:.1f}/100   "
              f"gate: {d.gate.gate_decision}",
-             f"Confidence {d.confidence:.0%} (share of simulated worlds in the band); "
+             f"Confidence {d.confidence:.0%} (share of simulated worlds in the band; evidence-adjusted "
+             f"{d.confidence_detail.evidence_adjusted:.0%}); "
              f"P(NPV > 0) {d.financials.probability_npv_positive:.0%}; "
              f"P(payback <= 24 months) {d.financials.probability_payback_within_24_months:.0%}",
              f"Policy {d.policy_version}", "", "Decision matrix:"]

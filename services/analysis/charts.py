@@ -149,6 +149,30 @@ def positioning_map(*, request, used, **_) -> Figure:
     return fig
 
 
+def van_westendorp_chart(*, vw, used, **_) -> Figure:
+    fig = Figure(figsize=SIZE)
+    ax = fig.subplots()
+    lo = min(vw.too_cheap.min(), used.price)
+    hi = max(vw.too_expensive.max(), used.price)
+    grid = np.linspace(lo, hi, 400)
+    cv = vw.curves(grid)
+    styles = {"too_cheap": ("#2da44e", "-"), "not_cheap": ("#2da44e", "--"), "too_expensive": (ACCENT, "-"),
+              "not_expensive": (ACCENT, "--"), "cheap": (GREY, ":"), "expensive": ("#9a6700", ":")}
+    for name, (colour, ls) in styles.items():
+        ax.plot(grid, 100 * cv[name], color=colour, ls=ls, label=name.replace("_", " "))
+    for i, (label, x) in enumerate((("PMC", vw.pmc), ("OPP", vw.opp), ("IPP", vw.ipp), ("PME", vw.pme))):
+        ax.axvline(x, color="black", lw=0.6, alpha=0.5)  # labels alternate in height: OPP and IPP often coincide
+        ax.annotate(_t(f"{label} ${x:,.2f}"), (x, 101.5 + 5 * (i % 2)), fontsize=7, ha="center", annotation_clip=False)
+    ax.axvline(used.price, color=OURS, lw=1.5, ls="--", label=_t(f"analysed price ${used.price:,.2f}"))
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("monthly price (USD)")
+    ax.set_ylabel("respondents (%)")
+    ax.set_title(f"Van Westendorp price sensitivity ({vw.respondents} respondents)", pad=22)
+    ax.legend(fontsize=7, loc="center right")
+    fig.tight_layout()
+    return fig
+
+
 CHARTS = {
     "demand_revenue": ("Demand and revenue curves", demand_and_revenue),
     "revenue_fan": ("Revenue fan", revenue_fan),
@@ -158,8 +182,22 @@ CHARTS = {
 }
 
 
+# drawn only when their data exists (an imported survey)
+OPTIONAL_CHARTS = {
+    "van_westendorp": ("Van Westendorp price sensitivity", van_westendorp_chart, "vw"),
+}
+
+
 def build_all(context: dict) -> dict[str, Figure]:
-    return {key: make(**context) for key, (_, make) in CHARTS.items()}
+    figures = {key: make(**context) for key, (_, make) in CHARTS.items()}
+    for key, (_, make, needs) in OPTIONAL_CHARTS.items():
+        if context.get(needs) is not None:
+            figures[key] = make(**context)
+    return figures
+
+
+def title_of(key: str) -> str:
+    return (CHARTS.get(key) or OPTIONAL_CHARTS[key])[0]
 
 
 def render_png(fig: Figure, dpi: int = 110) -> bytes:

@@ -366,10 +366,12 @@ def analyze(request: analysis_service_pb2.AnalyzeRequest, policy=None, render_do
         initial_investment_usd=costs.initial_investment_usd, cost_basis=costs.basis,
         monthly_revenue_p10_usd=[float(x) for x in f.monthly_p10], monthly_revenue_p50_usd=[float(x) for x in f.monthly_p50],
         monthly_revenue_p90_usd=[float(x) for x in f.monthly_p90]))
+    c5, c50, c95 = (float(x) for x in wquantile(used.composite_per_iteration, d.weights, [0.05, 0.5, 0.95]))
     decision.confidence_detail.CopyFrom(decision_pb2.Confidence(
         band_share=confidence, share_go=band_shares["GO"], share_pivot=band_shares["PIVOT"], share_kill=band_shares["KILL"],
         probability_npv_positive=f.probability_npv_positive, probability_payback_within_24_months=f.probability_payback_within,
-        evidence_adjusted=adjusted, evidence_factors=[f"{t} x{v:.2f}" for t, v in factors], iterations=d.n, basis=d.source))
+        evidence_adjusted=adjusted, evidence_factors=[f"{t} x{v:.2f}" for t, v in factors], iterations=d.n, basis=d.source,
+        composite_p5=c5, composite_p50=c50, composite_p95=c95))
     for sw in tornado:
         decision.sensitivity.add(driver=sw.driver, low_label=sw.low_label, high_label=sw.high_label, npv_low_usd=sw.npv_low,
                                  npv_high_usd=sw.npv_high, band_low=sw.band_low, band_high=sw.band_high,

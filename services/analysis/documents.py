@@ -66,7 +66,7 @@ def render(**context) -> tuple[str, bytes]:
     rec = context["recommendation"]
     blocks = []
     for key, fig in figures.items():
-        title = charts.CHARTS[key][0]
+        title = charts.title_of(key)
         png = base64.b64encode(charts.render_png(fig)).decode()
         blocks.append(f'<figure id="chart-{key}"><img alt="{html.escape(title)}" src="data:image/png;base64,{png}">'
                       f"<figcaption>{html.escape(title)}</figcaption></figure>")

@@ -34,6 +34,9 @@ def render(*, request, decision, recommendation, used, best, sim, wtp, optimum, 
               f"KILL {decision.confidence_detail.share_kill:.0%})"
               + (f"; evidence-adjusted {decision.confidence_detail.evidence_adjusted:.0%}"
                  + "".join(f" x {v:.2f} ({t})" for t, v in factors) if factors else "") + ".",
+              f"- Across the simulated worlds the composite runs from {decision.confidence_detail.composite_p5:.1f} (P5) to "
+              f"{decision.confidence_detail.composite_p95:.1f} (P95), median {decision.confidence_detail.composite_p50:.1f}; "
+              "dimensions scored from fixed inputs (TAM, build estimate, team, competitor shares) add no spread.",
               f"- Policy {decision.policy_version}; {sim.draws.n} Monte Carlo {'samples' if sim.draws.source == 'samples' else 'quantile scenarios'} "
               f"of {sim.iterations} iterations, {sim.months} months.", ""]
     if decision.pivot_suggestions:
@@ -139,7 +142,8 @@ def summary_json(*, request, decision, recommendation, used, sim, policy, tornad
         "confidence_detail": {"band_share": c.band_share, "share_go": c.share_go, "share_pivot": c.share_pivot,
                               "share_kill": c.share_kill, "probability_npv_positive": c.probability_npv_positive,
                               "probability_payback_within_24_months": c.probability_payback_within_24_months,
-                              "evidence_adjusted": c.evidence_adjusted, "iterations": c.iterations, "basis": c.basis},
+                              "evidence_adjusted": c.evidence_adjusted, "iterations": c.iterations, "basis": c.basis,
+                              "composite_p5": c.composite_p5, "composite_p50": c.composite_p50, "composite_p95": c.composite_p95},
         "composite_score": decision.composite_score,
         "policy_version": decision.policy_version,
         "gate": {"gate_decision": decision.gate.gate_decision, "confidence_score": decision.gate.confidence_score,

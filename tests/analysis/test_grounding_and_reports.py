@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from pypdf import PdfReader
 
 from services.analysis import charts, surveys
@@ -193,7 +194,9 @@ def test_every_chart_has_data_and_the_pdf_has_pages():
     req.our_offering.feature_vector["a"] = 0.7
     resp, ctx = _context(req)
     figs = charts.build_all(ctx)
-    assert set(figs) == {"demand_revenue", "revenue_fan", "adoption", "tornado", "positioning"}
+    assert set(figs) == {"demand_revenue", "revenue_fan", "adoption", "tornado", "positioning", "van_westendorp"}
+    vw_lines = {line.get_label(): line for line in figs["van_westendorp"].axes[0].lines}
+    assert vw_lines["too cheap"].get_ydata()[0] == 100.0 and vw_lines["too expensive"].get_ydata()[-1] == 100.0
     demand = figs["demand_revenue"].axes[0]
     curve = demand.lines[0]
     np.testing.assert_allclose(curve.get_xdata(), ctx["sim"].prices)
@@ -211,9 +214,9 @@ def test_every_chart_has_data_and_the_pdf_has_pages():
     offsets = np.vstack([c.get_offsets() for c in positioning.collections])
     assert offsets.shape[0] == 6  # five competitors and us
     reader = PdfReader(io.BytesIO(resp.report_pdf))
-    assert len(reader.pages) == 6
+    assert len(reader.pages) == 7  # summary + six charts
     assert "Recommendation" in reader.pages[0].extract_text()
-    assert resp.report_html.count("data:image/png;base64,") == 5
+    assert resp.report_html.count("data:image/png;base64,") == 6
     assert "<table>" in resp.report_html and "Van Westendorp" in resp.report_html
 
 
@@ -247,3 +250,16 @@ def test_positioning_and_segment_pivots_say_how_much_they_help():
     assert after > d.composite_score
     segment = next(s for s in d.pivot_suggestions if s.startswith("segment:"))
     assert "'power users'" in segment and "market-wide" in segment
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(*[st.floats(1.0, 100.0)] * 4), min_size=3, max_size=30), st.floats(0.5, 4.0))
+def test_van_westendorp_points_scale_with_the_currency(rows, k):
+    answers = [vw_answer(*sorted(r)) for r in rows]
+    a = surveys.van_westendorp(answers)
+    b = surveys.van_westendorp([vw_answer(*(k * x for x in sorted(r))) for r in rows])
+    span = max(max(r) for r in rows) - min(min(r) for r in rows)
+    tol = 2 * k * span / (surveys.GRID_POINTS - 1) + 1e-9
+    for name in ("pmc", "pme", "opp", "ipp"):
+        assert getattr(b, name) == pytest.approx(k * getattr(a, name), abs=tol), name
+        assert min(min(r) for r in rows) - 1e-9 <= getattr(a, name) <= max(max(r) for r in rows) + 1e-9

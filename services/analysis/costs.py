@@ -11,7 +11,23 @@ from services.analysis.financials import CostAssumptions
 from services.analysis.policy import Policy
 
 
-def cost_assumptions(policy: Policy, domain: str, reference_price: float, build_months: float | None) -> CostAssumptions:
+def cost_assumptions(policy: Policy, domain: str, reference_price: float, build_months: float | None,
+                     overrides=None) -> CostAssumptions:
+    """The domain's defaults, each replaced by the request's override when one is set."""
+    base = _defaults(policy, domain, reference_price, build_months)
+    if overrides is None:
+        return base
+    values = dict(cac_usd=base.cac_usd, gross_margin=base.gross_margin, fixed_costs_monthly_usd=base.fixed_costs_monthly_usd,
+                  initial_investment_usd=base.initial_investment_usd, discount_rate_annual=base.discount_rate_annual)
+    basis = list(base.basis)
+    for name in values:
+        if overrides.HasField(name):
+            values[name] = float(getattr(overrides, name))
+            basis.append(f"{name} = {values[name]:,.4g} (request override, replaces the default)")
+    return CostAssumptions(**values, basis=basis)
+
+
+def _defaults(policy: Policy, domain: str, reference_price: float, build_months: float | None) -> CostAssumptions:
     canonical, d = policy.domain_costs(domain)
     margin = min(max(d["gross_margin"], 0.0), 1.0)
     cac = max(d["cac_payback_months"], 0.0) * max(reference_price, 0.0) * margin

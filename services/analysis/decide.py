@@ -15,14 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.analysis import pricing, report
+from services.analysis import pricing, report, risk, surveys
 from services.analysis.costs import cost_assumptions
 from services.analysis.financials import FinancialSummary, summarise
 from services.analysis.inputs import SimInputs, read_simulation
-from services.analysis.market import MarketSizingResult, size_market
+from services.analysis.market import MarketSizingResult, size_market, top_down_inputs
 from services.analysis.policy import Policy, load_policy
 from services.analysis.scoring import DimensionScore, Evidence, band, composite, score_dimensions
-from services.analysis.stats import finite, wprob, wquantile
+from services.analysis.stats import finite, interp_rows, lognormal_sigma, lognormal_survival, safe_div, wprob, wquantile
 from services.analysis.voi import DRIVER_LABELS, DriverValue, evppi
 from smvm.errors import InvalidArgument
 from smvm.v1 import analysis_service_pb2, decision_pb2
@@ -59,6 +59,11 @@ def validate_request(request: analysis_service_pb2.AnalyzeRequest) -> None:
     if request.HasField("simulation_config"):
         _check_finite(request.simulation_config.our_offering.monthly_price_usd,
                       "simulation_config.our_offering.monthly_price_usd", 0.0)
+    o = request.cost_overrides
+    for name, lo, hi in (("cac_usd", 0.0, None), ("gross_margin", 0.0, 1.0), ("fixed_costs_monthly_usd", 0.0, None),
+                         ("initial_investment_usd", 0.0, None), ("discount_rate_annual", -0.99, 10.0)):
+        if o.HasField(name):
+            _check_finite(getattr(o, name), f"cost_overrides.{name}", lo, hi)
 
 
 def proposed_price(request, warnings: list[str]) -> tuple[float, str]:
@@ -137,16 +142,15 @@ def _competition(request, sim_result, our_name: str):
     return ours, top, top_name, ratio, our_cov, their_cov, median_price
 
 
-def _scenario(price: float, sim: SimInputs, request, policy: Policy, costs, wtp, competition) -> Scenario:
+def _scenario(price: float, sim: SimInputs, request, policy: Policy, costs, wtp, competition, survey=None) -> Scenario:
     d = sim.draws
     mult = pricing.adoption_multipliers(sim.prices, d.demand_share, sim.mean_share, sim.sim_price, price)
     customers = d.customers * mult[:, None]
     revenue = d.revenue * mult[:, None] * (price / sim.sim_price if sim.sim_price > 0 else 1.0)
     window = int(policy.num("financial_viability.payback_window_months"))
     finance = summarise(revenue, customers, d.churn, d.weights, costs, window)
-    ms = request.idea.market_size
-    market = size_market(ms.tam_usd, ms.sam_usd, ms.som_usd, revenue[:, -1], d.weights,
-                         policy.num("market.som_disagreement_factor"))
+    tam, sam, som, source, notes = top_down_inputs(request.idea)
+    market = size_market(tam, sam, som, revenue[:, -1], d.weights, policy.num("market.som_disagreement_factor"), source, notes)
     retention = pricing.retention_rows(sim.prices, d.demand_share, price)
     ours, top, top_name, ratio, our_cov, their_cov, median_price = competition
     idea = request.idea
@@ -162,10 +166,25 @@ def _scenario(price: float, sim: SimInputs, request, policy: Policy, costs, wtp,
         team_coverage=idea.team_coverage if idea.HasField("team_coverage") else None,
         bias_passed=bias.passed if bias is not None else None, bias_flags=list(bias.flags) if bias else [],
         market_disagreement=market.disagreement, iterations=d.n if d.source == "samples" else 0,
+        our_share_scale=_share_scale(sim, price),
     )
+    vw, gg = survey if survey is not None else (None, None)
+    if vw is not None:
+        ev.survey_acceptable, ev.survey_respondents = vw.acceptable_share(price), vw.respondents
+    if gg is not None and gg.intent[0] > 0:
+        ev.survey_intent_retention = min(max(gg.intent_at(price) / gg.intent[0], 0.0), 1.0)
     dims = score_dimensions(ev, policy)
     point, per = composite(dims)
     return Scenario(price, revenue, customers, finance, market, retention, ev, dims, point, per)
+
+
+def _share_scale(sim: SimInputs, price: float) -> np.ndarray | None:
+    """Per-iteration q_k(price) / mean q(price), so our share varies across simulated worlds."""
+    d = sim.draws
+    mean_q = pricing.share_at(sim.prices, sim.mean_share, price)
+    if d.source != "samples" or mean_q <= pricing.Q_EPS:
+        return None
+    return interp_rows(d.demand_share, sim.prices, price) / mean_q
 
 
 # ------------------------------------------------------------------------------------- decision
@@ -187,7 +206,7 @@ def _knockouts(sim: SimInputs, used: Scenario, best: Scenario, request, policy: 
     if (policy.get("show_stoppers.build_beyond_horizon") and idea.HasField("estimated_build_months")
             and idea.estimated_build_months > sim.months):
         out.append((f"build ({idea.estimated_build_months:g} months) is longer than the simulated horizon ({sim.months} months)", 1.0))
-    tam = idea.market_size.tam_usd
+    tam = used.market.tam_usd  # grounding imports first, then idea.market_size
     tam_min = policy.num("market.tam_min_usd")
     if 0 < tam < tam_min:
         out.append((f"TAM ${tam:,.0f} is below the ${tam_min:,.0f} minimum", 1.0))
@@ -219,7 +238,8 @@ def _fmt_price(p: float) -> str:
     return f"${p:,.2f}/month"
 
 
-def analyze(request: analysis_service_pb2.AnalyzeRequest, policy=None) -> analysis_service_pb2.AnalyzeResponse:
+def analyze(request: analysis_service_pb2.AnalyzeRequest, policy=None, render_documents: bool = True) -> analysis_service_pb2.AnalyzeResponse:
+    """The decision with its evidence; `render_documents=False` skips the chart-bearing HTML / PDF."""
     pol = load_policy(policy)
     validate_request(request)
     warnings: list[str] = list(request.idea.warnings)
@@ -246,21 +266,28 @@ def analyze(request: analysis_service_pb2.AnalyzeRequest, policy=None) -> analys
     level = pol.num("pricing.ci_level")
     e_lo, e_hi = (wquantile(per_e, d.weights, [(1 - level) / 2, (1 + level) / 2]) if per_e.size else (elasticity, elasticity))
     profile = pricing.elasticity_profile(sim.prices, sim.mean_share, d.demand_share, d.weights, level, cap)
+    vw = surveys.van_westendorp(request.idea.grounding.van_westendorp)
+    gg = surveys.gabor_granger(request.idea.grounding.gabor_granger)
+    if vw is not None and vw.dropped:
+        warnings.append(f"Van Westendorp: {vw.dropped} answer(s) with thresholds out of order were dropped")
+    survey = (vw, gg)
 
     # scenarios at the used price and at the revenue-maximising price (same worlds, same costs)
     build = request.idea.estimated_build_months if request.idea.HasField("estimated_build_months") else None
-    costs = cost_assumptions(pol, request.idea.domain, price, build)
+    costs = cost_assumptions(pol, request.idea.domain, price, build,
+                             request.cost_overrides if request.HasField("cost_overrides") else None)
     our_name = request.our_offering.name or (config.our_offering.name if config is not None else "")
     competition = _competition(request, request.simulation, our_name)
-    used = _scenario(price, sim, request, pol, costs, wtp, competition)
+    used = _scenario(price, sim, request, pol, costs, wtp, competition, survey)
     best_price = optimum.price if not optimum.no_demand else price
-    best = _scenario(best_price, sim, request, pol, costs, wtp, competition) if best_price != price else used
+    best = _scenario(best_price, sim, request, pol, costs, wtp, competition, survey) if best_price != price else used
 
-    # decision
-    recommendation = band(used.composite, pol)
+    # decision: the band of the composite; confidence = share of iterations whose composite lands in it
+    recommendation = composite_band = band(used.composite, pol)
     knockouts = _knockouts(sim, used, best, request, pol)
     iteration_bands = band(used.composite_per_iteration, pol)
-    base_confidence = wprob(iteration_bands == recommendation, d.weights)
+    band_shares = {b: wprob(iteration_bands == b, d.weights) for b in ("GO", "PIVOT", "KILL")}
+    base_confidence = band_shares[recommendation]
     basis = f"{base_confidence:.0%} of Monte Carlo iterations land in the {recommendation} band"
     pivot_suggestions: list[str] = []
     price_change = (best.price - price) / price if price > 0 else 0.0
@@ -278,8 +305,8 @@ def analyze(request: analysis_service_pb2.AnalyzeRequest, policy=None) -> analys
         basis = (f"KILL at {_fmt_price(price)} (composite {used.composite:.1f}) but re-priced to {_fmt_price(best.price)} "
                  f"the same simulated worlds score {best.composite:.1f}; {base_confidence:.0%} of them reach PIVOT or better")
     factors = _confidence_factors(sim, request, used.dimensions, price_source, pol)
-    confidence = base_confidence * math.prod(f for _, f in factors)
-    confidence = min(max(finite(confidence), 0.0), 1.0)
+    confidence = min(max(finite(base_confidence), 0.0), 1.0)
+    adjusted = min(max(finite(confidence * math.prod(f for _, f in factors)), 0.0), 1.0)
 
     if price_pivot and recommendation != "KILL":
         verb = "lower" if price_change < 0 else "raise"
@@ -287,7 +314,7 @@ def analyze(request: analysis_service_pb2.AnalyzeRequest, policy=None) -> analys
             f"price: {verb} to {_fmt_price(best.price)} ({price_change:+.0%}); simulated {sim.months}-month revenue P50 "
             f"{gain:+.0%}, composite {used.composite:.1f} -> {best.composite:.1f}")
     if recommendation == "PIVOT":
-        pivot_suggestions += _non_price_pivots(request, used, price, wtp)
+        pivot_suggestions += _non_price_pivots(request, used, price, wtp, pol)
 
     # value of information
     voi: list[DriverValue] = []
@@ -295,7 +322,8 @@ def analyze(request: analysis_service_pb2.AnalyzeRequest, policy=None) -> analys
         drivers = {k: getattr(d, k) for k in DRIVER_LABELS}
         voi = evppi(used.finance.npv, drivers, d.weights, int(pol.num("voi.bins")))
 
-    tornado = sensitivity(price, sim, request, pol, costs, wtp, competition)
+    tornado = sensitivity(price, sim, request, pol, costs, wtp, competition, survey)
+    risks = risk.assess(used, pol, knockouts)
 
     decision = decision_pb2.Decision(
         recommendation=RECOMMENDATION[recommendation], confidence=confidence, composite_score=used.composite,
@@ -305,35 +333,78 @@ def analyze(request: analysis_service_pb2.AnalyzeRequest, policy=None) -> analys
         decision.criteria.add(name=dim.name, weight=dim.weight, score=dim.score, evidence=dim.evidence, neutral=dim.neutral)
     m = used.market
     decision.market.CopyFrom(decision_pb2.MarketSizing(
-        tam_usd=m.tam_usd, sam_usd=m.sam_usd, som_usd=m.som_usd, som_bottom_up_usd=m.som_bottom_up_usd, disagreement=m.disagreement))
+        tam_usd=m.tam_usd, sam_usd=m.sam_usd, som_usd=m.som_usd, som_bottom_up_usd=m.som_bottom_up_usd, disagreement=m.disagreement,
+        som_bottom_up_p10_usd=m.som_bottom_up_p10_usd, som_bottom_up_p90_usd=m.som_bottom_up_p90_usd,
+        reconciliation_ratio=m.ratio, tam_source=m.source, notes=m.notes))
     decision.pricing.CopyFrom(decision_pb2.PricingInsight(
         proposed_price_usd=proposed, wtp_p10_usd=wtp.p10, wtp_p50_usd=wtp.p50, wtp_p90_usd=wtp.p90,
         revenue_maximising_price_usd=0.0 if optimum.no_demand else optimum.price,
-        elasticity_at_price=elasticity, elasticity_ci_low=float(e_lo), elasticity_ci_high=float(e_hi)))
+        elasticity_at_price=elasticity, elasticity_ci_low=float(e_lo), elasticity_ci_high=float(e_hi),
+        wtp_source=wtp.source, elasticity_ci_level=level))
+    for i, p_i in enumerate(profile.prices):
+        last = i >= profile.arc.size
+        decision.pricing.elasticity_curve.add(
+            price_usd=float(p_i), share=float(sim.mean_share[i]), point=float(profile.point[i]),
+            point_ci_low=float(profile.point_low[i]), point_ci_high=float(profile.point_high[i]),
+            arc_to_next=0.0 if last else float(profile.arc[i]), arc_ci_low=0.0 if last else float(profile.arc_low[i]),
+            arc_ci_high=0.0 if last else float(profile.arc_high[i]))
+    if vw is not None:
+        decision.pricing.van_westendorp.CopyFrom(decision_pb2.VanWestendorpPoints(
+            respondents=vw.respondents, pmc_usd=vw.pmc, pme_usd=vw.pme, opp_usd=vw.opp, ipp_usd=vw.ipp,
+            inconsistent_dropped=vw.dropped))
+    if gg is not None and not gg.optimum.no_demand:
+        decision.pricing.survey_revenue_maximising_price_usd = gg.optimum.price
+        decision.pricing.gabor_granger_respondents = gg.respondents
     f = used.finance
     decision.financials.CopyFrom(decision_pb2.Financials(
         revenue_p10_usd=f.revenue_p10, revenue_p50_usd=f.revenue_p50, revenue_p90_usd=f.revenue_p90,
         npv_p50_usd=f.npv_p50, probability_npv_positive=f.probability_npv_positive, roi_p50=f.roi_p50,
         payback_month_p50=f.payback_p50, probability_payback_within_24_months=f.probability_payback_within,
         discount_rate_annual=costs.discount_rate_annual, cac_usd=costs.cac_usd, gross_margin=costs.gross_margin,
-        fixed_costs_monthly_usd=costs.fixed_costs_monthly_usd))
+        fixed_costs_monthly_usd=costs.fixed_costs_monthly_usd, probability_roi_positive=f.probability_roi_positive,
+        break_even_month_p50=f.break_even_p50, npv_p10_usd=f.npv_p10, npv_p90_usd=f.npv_p90,
+        initial_investment_usd=costs.initial_investment_usd, cost_basis=costs.basis,
+        monthly_revenue_p10_usd=[float(x) for x in f.monthly_p10], monthly_revenue_p50_usd=[float(x) for x in f.monthly_p50],
+        monthly_revenue_p90_usd=[float(x) for x in f.monthly_p90]))
+    c5, c50, c95 = (float(x) for x in wquantile(used.composite_per_iteration, d.weights, [0.05, 0.5, 0.95]))
+    decision.confidence_detail.CopyFrom(decision_pb2.Confidence(
+        band_share=confidence, share_go=band_shares["GO"], share_pivot=band_shares["PIVOT"], share_kill=band_shares["KILL"],
+        probability_npv_positive=f.probability_npv_positive, probability_payback_within_24_months=f.probability_payback_within,
+        evidence_adjusted=adjusted, evidence_factors=[f"{t} x{v:.2f}" for t, v in factors], iterations=d.n, basis=d.source,
+        composite_p5=c5, composite_p50=c50, composite_p95=c95))
+    for sw in tornado:
+        decision.sensitivity.add(driver=sw.driver, low_label=sw.low_label, high_label=sw.high_label, npv_low_usd=sw.npv_low,
+                                 npv_high_usd=sw.npv_high, band_low=sw.band_low, band_high=sw.band_high,
+                                 flips_recommendation=sw.flips(composite_band) and not knockouts)
+    for v in voi:
+        item = decision.value_of_information.add(driver=v.driver, evppi_usd=v.evppi_usd, invest_above=bool(v.invest_above))
+        if v.flip_value is not None:
+            item.flip_value = v.flip_value
+    for r in risks:
+        decision.risks.add(category=r.category, score=r.score, level=r.level, evidence=r.evidence)
+    decision.warnings.extend(dict.fromkeys(warnings))
     decision.pivot_suggestions.extend(pivot_suggestions)
     decision.critical_success_factors.extend(_success_factors(used, pol, wtp, price))
-    next_steps = _next_steps(recommendation, voi, pivot_suggestions, used)
+    next_steps = _next_steps(recommendation, voi, pivot_suggestions, used, tornado)
     decision.next_steps.extend(next_steps)
     from services.analysis.gate import gate_decision  # local: gate depends on this module's outputs only
     decision.gate.CopyFrom(gate_decision(recommendation, confidence, used, knockouts, request, sim, pol, next_steps))
     decision.rationale = (
         f"{recommendation}: composite {used.composite:.1f} (GO >= {pol.go_threshold:g}, PIVOT >= {pol.pivot_threshold:g}); "
-        f"{basis}; confidence {confidence:.0%} after evidence factors"
+        f"{basis}; P(NPV > 0) = {f.probability_npv_positive:.0%}, P(payback <= {f.payback_window_months} months) = "
+        f"{f.probability_payback_within:.0%}; evidence-adjusted confidence {adjusted:.0%}"
         + (" (" + "; ".join(f"{t} x{v:.2f}" for t, v in factors) + ")" if factors else "")
-        + f"; P(NPV > 0) = {f.probability_npv_positive:.0%}, P(payback <= {f.payback_window_months} months) = {f.probability_payback_within:.0%}"
     )
-    markdown = report.render(
+    context = dict(
         request=request, decision=decision, recommendation=recommendation, used=used, best=best, sim=sim, wtp=wtp,
         optimum=optimum, profile=profile, costs=costs, voi=voi, tornado=tornado, warnings=warnings, factors=factors,
-        base_confidence=base_confidence, basis=basis, price_source=price_source, policy=pol)
-    return analysis_service_pb2.AnalyzeResponse(decision=decision, report_markdown=markdown)
+        base_confidence=base_confidence, basis=basis, price_source=price_source, policy=pol, vw=vw, gg=gg, risks=risks)
+    response = analysis_service_pb2.AnalyzeResponse(decision=decision, report_markdown=report.render(**context))
+    response.summary_json = report.summary_json(**context)
+    if render_documents:
+        from services.analysis import documents  # matplotlib is imported only when documents are rendered
+        response.report_html, response.report_pdf = documents.render(**context)
+    return response
 
 
 @dataclass
@@ -346,11 +417,59 @@ class Swing:
     band_low: str
     band_high: str
 
+    def flips(self, base_band: str) -> bool:
+        """True when either swing moves the composite out of `base_band`."""
+        return self.band_low != base_band or self.band_high != base_band
 
-def sensitivity(price, sim: SimInputs, request, policy: Policy, costs, wtp, competition) -> list[Swing]:
+
+def bass_active_share(p, q, churn, months: int) -> np.ndarray:
+    """Active share of the market under discrete Bass diffusion with churn, per iteration (n, months).
+
+    a_t = a_{t-1} (1 - churn) + (p + q a_{t-1}) (1 - a_{t-1}), a_0 = 0. Used only as a ratio: a
+    driver's swing rescales each simulated path by a_t(swung) / a_t(as drawn), same iteration.
+    """
+    p, q, churn = (np.clip(np.asarray(x, dtype=float), 0.0, 1.0) for x in (p, q, churn))
+    a = np.zeros_like(p)
+    out = np.zeros((p.size, months))
+    for t in range(months):
+        a = np.clip(a * (1.0 - churn) + (p + q * a) * (1.0 - a), 0.0, 1.0)
+        out[:, t] = a
+    return out
+
+
+def _bass_swing(sim: SimInputs, p=1.0, q=1.0, churn=1.0) -> SimInputs:
+    d = sim.draws
+    base = bass_active_share(d.bass_p, d.bass_q, d.churn, sim.months)
+    new_churn = np.clip(d.churn * churn, 0.0, 1.0)
+    swung = bass_active_share(d.bass_p * p, d.bass_q * q, new_churn, sim.months)
+    factor = np.where(base > 1e-12, safe_div(swung, base, 1.0), 1.0)
+    return dataclasses.replace(sim, draws=dataclasses.replace(
+        d, customers=d.customers * factor, revenue=d.revenue * factor, churn=new_churn))
+
+
+def _competitor_price_swing(sim: SimInputs, factor: float) -> SimInputs:
+    """Competitors' prices x factor, approximated as our relative price moving by 1 / factor.
+
+    Exact when choice depends on price ratios; the curve is q(p / factor). Paths are rescaled so
+    that adoption at the simulated price follows the shifted curve (common random numbers).
+    """
+    d = sim.draws
+    x = sim.prices / factor
+    shifted = np.array([np.interp(x, sim.prices, row) for row in d.demand_share])
+    mean = np.interp(x, sim.prices, sim.mean_share)
+    q_old = interp_rows(d.demand_share, sim.prices, sim.sim_price)
+    q_new = interp_rows(shifted, sim.prices, sim.sim_price)
+    r = np.where(q_old > pricing.Q_EPS, safe_div(q_new, q_old, 1.0), 1.0)[:, None]
+    return dataclasses.replace(sim, mean_share=mean, draws=dataclasses.replace(
+        d, demand_share=shifted, customers=d.customers * r, revenue=d.revenue * r))
+
+
+def sensitivity(price, sim: SimInputs, request, policy: Policy, costs, wtp, competition, survey=None) -> list[Swing]:
     """One-at-a-time swings of the key drivers on the same simulated worlds (common random numbers).
 
     Each swing re-scores the whole matrix, so a driver whose swing changes the band is visible.
+    Bass p, q and churn swings rescale each iteration's path by the Bass model's ratio (they need
+    per-iteration samples); competitor prices move our relative price (see _competitor_price_swing).
     """
     d = sim.draws
 
@@ -358,7 +477,7 @@ def sensitivity(price, sim: SimInputs, request, policy: Policy, costs, wtp, comp
         return dataclasses.replace(sim, draws=dataclasses.replace(d, customers=d.customers * f, revenue=d.revenue * f))
 
     def run(p=price, s=sim, c=costs):
-        sc = _scenario(p, s, request, policy, c, wtp, competition)
+        sc = _scenario(p, s, request, policy, c, wtp, competition, survey)
         return sc.finance.npv_p50, band(sc.composite, policy)
 
     cases = [
@@ -372,6 +491,15 @@ def sensitivity(price, sim: SimInputs, request, policy: Policy, costs, wtp, comp
          lambda: run(c=dataclasses.replace(costs, fixed_costs_monthly_usd=costs.fixed_costs_monthly_usd * 0.75,
                                            initial_investment_usd=costs.initial_investment_usd * 0.75))),
     ]
+    if d.source == "samples" and (d.bass_p > 0).any() and (d.bass_q >= 0).all():
+        cases += [
+            ("Bass p (innovation)", "-25%", "+25%", lambda: run(s=_bass_swing(sim, p=0.75)), lambda: run(s=_bass_swing(sim, p=1.25))),
+            ("Bass q (word of mouth)", "-25%", "+25%", lambda: run(s=_bass_swing(sim, q=0.75)), lambda: run(s=_bass_swing(sim, q=1.25))),
+            ("churn", "+25%", "-25%", lambda: run(s=_bass_swing(sim, churn=1.25)), lambda: run(s=_bass_swing(sim, churn=0.75))),
+        ]
+    if sim.prices.size > 1 and competition[6]:
+        cases.append(("competitor prices", "-20%", "+20%",
+                      lambda: run(s=_competitor_price_swing(sim, 0.8)), lambda: run(s=_competitor_price_swing(sim, 1.2))))
     out = []
     for name, lo_label, hi_label, low, high in cases:
         (npv_lo, band_lo), (npv_hi, band_hi) = low(), high()
@@ -379,14 +507,23 @@ def sensitivity(price, sim: SimInputs, request, policy: Policy, costs, wtp, comp
     return sorted(out, key=lambda s: -abs(s.npv_high - s.npv_low))
 
 
-def _non_price_pivots(request, used: Scenario, price: float, wtp) -> list[str]:
+def _non_price_pivots(request, used: Scenario, price: float, wtp, policy: Policy) -> list[str]:
+    """Segment and positioning pivots, each with how much the analysis says it helps."""
     out = []
     personas = [p for p in request.personas if p.wtp.median_usd > 0]
     if personas and price > 0:
-        best = max(personas, key=lambda p: p.wtp.median_usd)
-        if best.wtp.median_usd >= price:
-            out.append(f"segment: focus on '{best.name or best.segment}' (WTP median ${best.wtp.median_usd:,.2f} >= "
-                       f"price ${price:,.2f}; weight {best.weight:.0%} of the market)")
+        def p_accept(p):
+            sigma = p.wtp.sigma if p.wtp.sigma > 0 else lognormal_sigma(p.wtp.p10_usd, p.wtp.median_usd, p.wtp.p90_usd,
+                                                                         policy.num("wtp_validation.default_sigma"))
+            return lognormal_survival(price, p.wtp.median_usd, sigma)
+
+        best = max(personas, key=p_accept)
+        market_sigma = lognormal_sigma(wtp.p10, wtp.p50, wtp.p90, policy.num("wtp_validation.default_sigma"))
+        overall = lognormal_survival(price, wtp.p50, market_sigma) if wtp.p50 > 0 else 0.0
+        if best.wtp.median_usd >= price and p_accept(best) > overall:
+            out.append(f"segment: focus on '{best.name or best.segment}' ({best.weight:.0%} of the market): "
+                       f"P(WTP >= ${price:,.2f}) is {p_accept(best):.0%} there vs {overall:.0%} market-wide "
+                       f"(WTP median ${best.wtp.median_usd:,.2f})")
     ev = used.evidence
     if ev.our_coverage is not None and ev.competitor_coverage is not None and ev.our_coverage < ev.competitor_coverage:
         gaps = []
@@ -395,8 +532,11 @@ def _non_price_pivots(request, used: Scenario, price: float, wtp) -> list[str]:
             gap = {k: np.mean([c.feature_vector.get(k, 0.0) for c in request.competitors]) - request.our_offering.feature_vector.get(k, 0.0)
                    for k in keys}
             gaps = [k for k, v in sorted(gap.items(), key=lambda kv: -kv[1]) if v > 0][:3]
+        closed = dataclasses.replace(ev, our_coverage=ev.competitor_coverage)
+        after, _ = composite(score_dimensions(closed, policy))
         out.append(f"positioning: close the feature gap (coverage {ev.our_coverage:.2f} vs competitors {ev.competitor_coverage:.2f})"
-                   + (f", first on {', '.join(gaps)}" if gaps else ""))
+                   + (f", first on {', '.join(gaps)}" if gaps else "")
+                   + f"; at parity the matrix scores {used.composite:.1f} -> {after:.1f} (share effects not re-simulated)")
     return out
 
 
@@ -414,7 +554,8 @@ def _success_factors(used: Scenario, policy: Policy, wtp, price: float) -> list[
     return out
 
 
-def _next_steps(recommendation: str, voi: list[DriverValue], pivots: list[str], used: Scenario) -> list[str]:
+def _next_steps(recommendation: str, voi: list[DriverValue], pivots: list[str], used: Scenario,
+                tornado: list[Swing] | None = None) -> list[str]:
     steps = []
     if voi and voi[0].evppi_usd >= 1.0:
         top = voi[0]
@@ -424,6 +565,11 @@ def _next_steps(recommendation: str, voi: list[DriverValue], pivots: list[str], 
             side = "above" if top.invest_above else "below"
             text += f"; the investment case holds only {side} {top.flip_value:,.4g}"
         steps.append(text)
+    flips = [sw for sw in (tornado or []) if sw.flips(recommendation)]
+    if flips:
+        sw = flips[0]
+        moved = [(lbl, b) for lbl, b in ((sw.low_label, sw.band_low), (sw.high_label, sw.band_high)) if b != recommendation]
+        steps.append(f"watch the {sw.driver}: a {moved[0][0]} swing turns the call into {moved[0][1]}")
     if recommendation == "GO":
         steps += ["proceed to detailed market analysis", "schedule the technical architecture review"]
     elif recommendation == "PIVOT":

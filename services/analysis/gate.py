@@ -11,7 +11,7 @@ from smvm.v1 import decision_pb2
 
 
 def gate_criteria(used, knockouts, request, sim, policy) -> list[decision_pb2.GateCriterion]:
-    tam = request.idea.market_size.tam_usd
+    tam = used.market.tam_usd  # grounding imports first, then idea.market_size
     tam_min = policy.num("market.tam_min_usd")
     n_comp = len(request.competitors) or (len(request.simulation_config.competitors) if request.HasField("simulation_config") else 0)
     real = sum(1 for c in request.competitors if not c.synthetic)
@@ -24,7 +24,7 @@ def gate_criteria(used, knockouts, request, sim, policy) -> list[decision_pb2.Ga
     return [
         decision_pb2.GateCriterion(
             name="market_size_tam_at_least_1m", passed=tam >= tam_min,
-            evidence=(f"TAM ${tam:,.0f}/yr vs minimum ${tam_min:,.0f}" if tam > 0 else "TAM not given")),
+            evidence=(f"TAM ${tam:,.0f}/yr ({used.market.source}) vs minimum ${tam_min:,.0f}" if tam > 0 else "TAM not given")),
         decision_pb2.GateCriterion(
             name="technical_feasibility", passed=bool(tech_ok),
             evidence=(f"estimated build {idea.estimated_build_months:g} months within the {sim.months}-month horizon"

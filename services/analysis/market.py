@@ -1,6 +1,8 @@
 """Market sizing on plain numbers: TAM / SAM / SOM top-down, SOM bottom-up, and their reconciliation.
 
-- Top-down: the idea's market_size (USD/year) as given (ingestion derives missing figures and says so).
+- Top-down: imported market-size figures (Idea.grounding.market_sizes; the median per metric when
+  several were imported) take precedence over the idea's market_size (USD/year), which ingestion
+  may have derived; each figure's source is kept for the report.
 - Bottom-up SOM: 12 x the final simulated month's revenue (USD/year), per Monte Carlo iteration,
   summarised by P10/P50/P90; P50 is the figure of record.
 - Reconciliation: ratio = bottom-up P50 / top-down SOM; they disagree when the ratio is above
@@ -28,6 +30,28 @@ class MarketSizingResult:
     disagreement: bool
     tam_known: bool
     notes: list[str] = field(default_factory=list)
+    source: str = "idea.market_size"
+
+
+def top_down_inputs(idea) -> tuple[float, float, float, str, list[str]]:
+    """(TAM, SAM, SOM, source of the figures, notes) from grounding imports, else idea.market_size."""
+    figures: dict[str, list[tuple[float, str]]] = {}
+    for f in idea.grounding.market_sizes:
+        metric = f.metric.strip().lower()
+        if metric in ("tam", "sam", "som") and np.isfinite(f.value_usd) and f.value_usd > 0:
+            figures.setdefault(metric, []).append((float(f.value_usd), f.source))
+    ms = idea.market_size
+    values = {"tam": ms.tam_usd, "sam": ms.sam_usd, "som": ms.som_usd}
+    notes, sources = [], []
+    for metric, rows in figures.items():
+        vals = [v for v, _ in rows]
+        values[metric] = float(np.median(vals))
+        src = ", ".join(sorted({s for _, s in rows if s})) or "unnamed source"
+        sources.append(f"{metric.upper()} from grounding ({src})")
+        if len(vals) > 1:
+            notes.append(f"{len(vals)} imported {metric.upper()} figures (${min(vals):,.0f} to ${max(vals):,.0f}): the median is used")
+    source = "; ".join(sources) + ("; the rest from idea.market_size" if sources and len(figures) < 3 else "") if sources else "idea.market_size"
+    return values["tam"], values["sam"], values["som"], source, notes
 
 
 def top_down(tam: float, sam: float, som: float) -> tuple[float, float, float, list[str]]:
@@ -64,8 +88,10 @@ def reconcile(som_top_down: float, som_bottom_up: float, factor: float) -> tuple
     return finite(ratio), bool(ratio > factor or ratio < 1.0 / factor)
 
 
-def size_market(tam, sam, som, final_month_revenue, weights, factor: float) -> MarketSizingResult:
+def size_market(tam, sam, som, final_month_revenue, weights, factor: float, source: str = "idea.market_size",
+                extra_notes: list[str] | None = None) -> MarketSizingResult:
     tam, sam, som, notes = top_down(tam, sam, som)
+    notes = list(extra_notes or []) + notes
     p10, p50, p90 = bottom_up_som(final_month_revenue, weights)
     ratio, disagree = reconcile(som, p50, factor)
     if disagree:
@@ -74,4 +100,4 @@ def size_market(tam, sam, som, final_month_revenue, weights, factor: float) -> M
             f"bottom-up SOM (${p50:,.0f}/yr) is {ratio:.2f}x the top-down SOM (${som:,.0f}/yr): "
             f"simulated adoption is far {direction} the founder's estimate"
         )
-    return MarketSizingResult(tam, sam, som, p10, p50, p90, ratio, disagree, tam > 0, notes)
+    return MarketSizingResult(tam, sam, som, p10, p50, p90, ratio, disagree, tam > 0, notes, source)

@@ -1,6 +1,11 @@
-"""The Markdown validation report: the decision first, then every figure with its evidence."""
+"""The Markdown validation report and the machine-readable summary: the decision first, then every
+figure with its evidence."""
 
 from __future__ import annotations
+
+import json
+
+from google.protobuf import json_format
 
 
 def _money(x: float) -> str:
@@ -15,7 +20,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def render(*, request, decision, recommendation, used, best, sim, wtp, optimum, profile, costs, voi, tornado, warnings,
-           factors, base_confidence, basis, price_source, policy) -> str:
+           factors, base_confidence, basis, price_source, policy, vw=None, gg=None, risks=(), **_) -> str:
     idea = request.idea
     f = used.finance
     lines = [f"# Validation report: {idea.title or 'untitled idea'}", ""]
@@ -24,8 +29,14 @@ def render(*, request, decision, recommendation, used, best, sim, wtp, optimum, 
     lines += [f"- Why: {basis}.",
               f"- P(NPV > 0) = {f.probability_npv_positive:.0%}; P(payback <= {f.payback_window_months} months) = {f.probability_payback_within:.0%}; "
               f"P(ROI > 0) = {f.probability_roi_positive:.0%}.",
-              f"- Confidence = {base_confidence:.0%} (share of iterations in the band)"
-              + ("".join(f" x {v:.2f} ({t})" for t, v in factors)) + f" = {decision.confidence:.0%}.",
+              f"- Confidence {decision.confidence:.0%} = share of Monte Carlo iterations in the {recommendation} band "
+              f"(GO {decision.confidence_detail.share_go:.0%} / PIVOT {decision.confidence_detail.share_pivot:.0%} / "
+              f"KILL {decision.confidence_detail.share_kill:.0%})"
+              + (f"; evidence-adjusted {decision.confidence_detail.evidence_adjusted:.0%}"
+                 + "".join(f" x {v:.2f} ({t})" for t, v in factors) if factors else "") + ".",
+              f"- Across the simulated worlds the composite runs from {decision.confidence_detail.composite_p5:.1f} (P5) to "
+              f"{decision.confidence_detail.composite_p95:.1f} (P95), median {decision.confidence_detail.composite_p50:.1f}; "
+              "dimensions scored from fixed inputs (TAM, build estimate, team, competitor shares) add no spread.",
               f"- Policy {decision.policy_version}; {sim.draws.n} Monte Carlo {'samples' if sim.draws.source == 'samples' else 'quantile scenarios'} "
               f"of {sim.iterations} iterations, {sim.months} months.", ""]
     if decision.pivot_suggestions:
@@ -47,6 +58,18 @@ def render(*, request, decision, recommendation, used, best, sim, wtp, optimum, 
               f"- Point elasticity at the price: {p.elasticity_at_price:.2f} ({policy.num('pricing.ci_level'):.0%} Monte Carlo interval "
               f"{p.elasticity_ci_low:.2f} to {p.elasticity_ci_high:.2f}); "
               + ("elastic: a price cut raises revenue." if p.elasticity_at_price < -1 else "inelastic: a price rise raises revenue."), ""]
+    if vw is not None:
+        lines += [f"Van Westendorp survey ({vw.respondents} respondents"
+                  + (f", {vw.dropped} inconsistent dropped" if vw.dropped else "") + "):", ""]
+        lines += _table(["PMC (marginal cheapness)", "OPP (optimal)", "IPP (indifference)", "PME (marginal expensiveness)",
+                         "Acceptable at the price"],
+                        [[_money(vw.pmc), _money(vw.opp), _money(vw.ipp), _money(vw.pme),
+                          f"{vw.acceptable_share(used.price):.0%}"]])
+    if gg is not None:
+        lines += [f"- Gabor-Granger survey ({gg.respondents} respondents, {gg.prices.size} prices): revenue-maximising price "
+                  + (f"{_money(gg.optimum.price)}/month" + (" (at the surveyed edge)" if gg.optimum.at_edge else "")
+                     if not gg.optimum.no_demand else "none (no purchase intent)")
+                  + f"; intent at {_money(used.price)} is {gg.intent_at(used.price):.0%}.", ""]
     step = max(1, profile.prices.size // 8)
     rows = []
     for i in range(0, profile.prices.size, step):
@@ -62,7 +85,8 @@ def render(*, request, decision, recommendation, used, best, sim, wtp, optimum, 
                      ["SAM", _money(m.sam_usd) if m.sam_usd else "not given", ""],
                      ["SOM", _money(m.som_usd) if m.som_usd else "not given",
                       f"{_money(used.market.som_bottom_up_usd)} (P10 {_money(used.market.som_bottom_up_p10_usd)}, P90 {_money(used.market.som_bottom_up_p90_usd)})"]])
-    lines += [f"- {n}" for n in used.market.notes] + ([""] if used.market.notes else [])
+    lines += [f"- Top-down figures: {used.market.source}."]
+    lines += [f"- {n}" for n in used.market.notes] + [""]
 
     lines += ["## Financials", ""]
     lines += _table(["Figure", "Value"], [
@@ -96,8 +120,58 @@ def render(*, request, decision, recommendation, used, best, sim, wtp, optimum, 
         lines += _table(["Driver", "EVPPI (expected NPV)", "Call flips at"],
                         [[v.driver, _money(v.evppi_usd), f"{v.flip_value:,.4g}" if v.flip_value is not None else "-"] for v in voi])
 
+    if risks:
+        lines += ["## Risk assessment", ""]
+        lines += _table(["Risk", "Score (0 none - 100 severe)", "Level", "Evidence"],
+                        [[r.category, f"{r.score:.0f}", r.level, "; ".join(r.evidence)] for r in risks])
+
     lines += ["## Critical success factors", ""] + [f"- {s}" for s in decision.critical_success_factors] + [""]
     lines += ["## Next steps", ""] + [f"{i}. {s}" for i, s in enumerate(decision.next_steps, 1)] + [""]
     if warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in dict.fromkeys(warnings)] + [""]
     return "\n".join(lines)
+
+
+def summary_json(*, request, decision, recommendation, used, sim, policy, tornado, voi, risks=(), vw=None, gg=None, **_) -> str:
+    """reports/validation_summary.json's analysis part: the headline figures, flat and machine-readable."""
+    f, m, p = used.finance, decision.market, decision.pricing
+    c = decision.confidence_detail
+    doc = {
+        "recommendation": recommendation,
+        "confidence": decision.confidence,
+        "confidence_detail": {"band_share": c.band_share, "share_go": c.share_go, "share_pivot": c.share_pivot,
+                              "share_kill": c.share_kill, "probability_npv_positive": c.probability_npv_positive,
+                              "probability_payback_within_24_months": c.probability_payback_within_24_months,
+                              "evidence_adjusted": c.evidence_adjusted, "iterations": c.iterations, "basis": c.basis,
+                              "composite_p5": c.composite_p5, "composite_p50": c.composite_p50, "composite_p95": c.composite_p95},
+        "composite_score": decision.composite_score,
+        "policy_version": decision.policy_version,
+        "gate": {"gate_decision": decision.gate.gate_decision, "confidence_score": decision.gate.confidence_score,
+                 "criteria": [{"name": g.name, "passed": g.passed, "evidence": g.evidence} for g in decision.gate.criteria]},
+        "criteria": [{"name": x.name, "weight": x.weight, "score": x.score, "neutral": x.neutral, "evidence": x.evidence}
+                     for x in decision.criteria],
+        "pricing": json_format.MessageToDict(p, preserving_proto_field_name=True, always_print_fields_with_no_presence=True),
+        "market": {"tam_usd": m.tam_usd, "sam_usd": m.sam_usd, "som_usd": m.som_usd, "som_bottom_up_usd": m.som_bottom_up_usd,
+                   "som_bottom_up_p10_usd": m.som_bottom_up_p10_usd, "som_bottom_up_p90_usd": m.som_bottom_up_p90_usd,
+                   "reconciliation_ratio": m.reconciliation_ratio, "disagreement": m.disagreement, "source": m.tam_source},
+        "financials": {"horizon_months": sim.months, "price_usd": used.price,
+                       "revenue_usd": {"p10": f.revenue_p10, "p50": f.revenue_p50, "p90": f.revenue_p90},
+                       "npv_usd": {"p10": f.npv_p10, "p50": f.npv_p50, "p90": f.npv_p90},
+                       "discount_rate_annual": f.costs.discount_rate_annual, "roi_p50": f.roi_p50,
+                       "probability_roi_positive": f.probability_roi_positive,
+                       "probability_npv_positive": f.probability_npv_positive,
+                       "payback_month_p50": f.payback_p50, "break_even_month_p50": f.break_even_p50,
+                       "cac_usd": f.costs.cac_usd, "gross_margin": f.costs.gross_margin,
+                       "fixed_costs_monthly_usd": f.costs.fixed_costs_monthly_usd,
+                       "initial_investment_usd": f.costs.initial_investment_usd},
+        "sensitivity": [{"driver": s.driver, "low": s.low_label, "high": s.high_label, "npv_low_usd": s.npv_low,
+                         "npv_high_usd": s.npv_high, "band_low": s.band_low, "band_high": s.band_high} for s in tornado],
+        "value_of_information": [{"driver": v.driver, "evppi_usd": v.evppi_usd, "flip_value": v.flip_value} for v in voi],
+        "risks": [{"category": r.category, "score": r.score, "level": r.level, "evidence": r.evidence} for r in risks],
+        "pivot_suggestions": list(decision.pivot_suggestions),
+        "critical_success_factors": list(decision.critical_success_factors),
+        "next_steps": list(decision.next_steps),
+        "surveys": {"van_westendorp_respondents": vw.respondents if vw is not None else 0,
+                    "gabor_granger_respondents": gg.respondents if gg is not None else 0},
+    }
+    return json.dumps(doc, allow_nan=False, default=float)

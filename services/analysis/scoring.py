@@ -47,6 +47,13 @@ class Evidence:
     bias_flags: list[str] = field(default_factory=list)
     market_disagreement: bool = False
     iterations: int = 0
+    # per-iteration q_k(price) / mean q(price): our share moves with each simulated world's demand
+    our_share_scale: np.ndarray | None = None
+    # imported surveys (Idea.grounding): share of Van Westendorp respondents for whom the price is
+    # acceptable, and Gabor-Granger intent at the price relative to intent at the lowest surveyed price
+    survey_acceptable: float | None = None
+    survey_respondents: int = 0
+    survey_intent_retention: float | None = None
 
 
 @dataclass
@@ -89,21 +96,35 @@ def _wtp(ev: Evidence, policy: Policy, n: int):
         above = 100.0 * lognormal_survival(ev.price, ev.wtp_p50, sigma)
         dw = policy.num("wtp_validation.distribution_weight")
         text = f"P(WTP >= ${ev.price:,.2f}) = {above:.0f}% (WTP median ${ev.wtp_p50:,.2f}); " + text
-        return _combine([(dw, above), (1 - dw, retention)], n), text, False
-    return _combine([(1.0, retention)], n), text + "; no WTP distribution", False
+        parts = [(dw, above), (1 - dw, retention)]
+    else:
+        parts = [(1.0, retention)]
+        text += "; no WTP distribution"
+    survey = []
+    if ev.survey_acceptable is not None:
+        survey.append(100.0 * ev.survey_acceptable)
+        text += f"; Van Westendorp: {ev.survey_acceptable:.0%} of {ev.survey_respondents} respondents find ${ev.price:,.2f} acceptable"
+    if ev.survey_intent_retention is not None:
+        survey.append(100.0 * ev.survey_intent_retention)
+        text += f"; Gabor-Granger intent at the price is {ev.survey_intent_retention:.0%} of intent at the lowest surveyed price"
+    if survey:
+        sw = policy.num("wtp_validation.survey_weight")
+        parts = [(w * (1 - sw), s) for w, s in parts] + [(sw / len(survey), s) for s in survey]
+    return _combine(parts, n), text, False
 
 
 def _competitive(ev: Evidence, policy: Policy, n: int):
     parts, notes = [], []
     if ev.our_share is not None and ev.top_competitor_share is not None:
+        ours = ev.our_share * (np.ones(n) if ev.our_share_scale is None else np.asarray(ev.our_share_scale, dtype=float))
         if ev.top_competitor_share <= 0:
-            s = 100.0 if ev.our_share > 0 else 50.0
-        elif ev.our_share <= 0:
-            s = 0.0
+            s = np.where(ours > 0, 100.0, 50.0)
         else:
-            s = min(max(50.0 + 50.0 * math.log2(ev.our_share / ev.top_competitor_share), 0.0), 100.0)
+            ratio = np.maximum(ours, 1e-12) / ev.top_competitor_share
+            s = np.where(ours > 0, np.clip(50.0 + 50.0 * np.log2(ratio), 0.0, 100.0), 0.0)
         parts.append((policy.num("competitive_position.share_weight"), s))
-        notes.append(f"final-month share {ev.our_share:.1%} vs strongest competitor {ev.top_competitor_name or '?'} {ev.top_competitor_share:.1%} ({s:.0f})")
+        notes.append(f"final-month share {ev.our_share:.1%} vs strongest competitor {ev.top_competitor_name or '?'} "
+                     f"{ev.top_competitor_share:.1%} ({wmean(s, ev.weights):.0f})")
     if ev.our_coverage is not None and ev.competitor_coverage is not None:
         s = min(max(50.0 + 100.0 * (ev.our_coverage - ev.competitor_coverage), 0.0), 100.0)
         parts.append((policy.num("competitive_position.feature_weight"), s))

@@ -13,7 +13,7 @@ import hashlib
 from typing import Any, Awaitable, Callable, Optional
 
 from fastapi import FastAPI, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from google.protobuf.message import Message
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -35,7 +35,7 @@ from services.gateway.schema import request_model, response_model
 
 # The guide's per-endpoint timeouts (seconds), used as gRPC deadlines.
 TIMEOUTS_S = {"runs": 30.0, "status": 5.0, "results": 30.0, "complete": 60.0, "finalize": 30.0, "list": 30.0,
-              "imports": 30.0}
+              "imports": 30.0, "report": 30.0}
 READY_CHECK_TIMEOUT_S = 2.0
 
 SubmitRunBody = request_model(vpb.SubmitRunRequest.DESCRIPTOR, name="SubmitRunBody")
@@ -255,6 +255,19 @@ def create_app(
         upstream = upstream_of(request)
         answer = await upstream.call(upstream.validation.GetRunResults, vpb.GetRunResultsRequest(run_id=run_id), "results", run_id)
         return JSONResponse(message_to_json(answer))
+
+    @app.get(
+        "/api/v1/validation/{run_id}/report", tags=["validation"],
+        summary="The analysis report of a decided run: HTML with charts (default), Markdown or PDF",
+        response_class=Response,
+        responses={200: {"content": {"text/html": {}, "text/markdown": {}, "application/pdf": {}}}},
+    )
+    async def run_report(request: Request, run_id: str, format: str = Query("html", pattern="^(html|markdown|pdf)$")):
+        run_id = _path_id(run_id)
+        upstream = upstream_of(request)
+        answer = await upstream.call(upstream.validation.GetRunReport, vpb.GetRunReportRequest(run_id=run_id, format=format),
+                                     "report", run_id)
+        return Response(content=answer.content, media_type=answer.content_type)
 
     async def complete(request: Request, run_id: str, body: Any) -> JSONResponse:
         run_id = _path_id(run_id)

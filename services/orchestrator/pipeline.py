@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -40,7 +41,7 @@ from smvm.v1 import (
 )
 
 from services.orchestrator import simconfig
-from services.orchestrator.rundir import iso, utcnow
+from services.orchestrator.rundir import atomic_write_bytes, iso, utcnow
 from services.orchestrator.store import STAGE_WEIGHTS, RunStore, progress_before
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,10 @@ class Pipeline:
         decision = analysis.decision
         recommendation = short_enum(decision_pb2.Recommendation.Name(decision.recommendation), "RECOMMENDATION_")
         rundir.write_text("reports/validation_report.md", analysis.report_markdown)
+        if analysis.report_html:
+            rundir.write_text("reports/validation_report.html", analysis.report_html)
+        if analysis.report_pdf:
+            atomic_write_bytes(rundir.path / "reports/analysis_report.pdf", analysis.report_pdf)
         self._done(ctx, "analysis", {"recommendation": recommendation, "confidence": round(decision.confidence, 4),
                                      "composite_score": round(decision.composite_score, 2)})
 
@@ -219,7 +224,10 @@ class Pipeline:
         verdict = short_enum(decision_pb2.ReviewVerdict.Name(review.verdict), "REVIEW_VERDICT_")
         decision_doc = decision_output(ctx, decision, review, recommendation, verdict)
         rundir.write_json("outputs/decision.output.json", decision_doc)
-        rundir.write_json("reports/validation_summary.json", validation_summary(ctx, decision_doc, result, personas, landscape))
+        summary = validation_summary(ctx, decision_doc, result, personas, landscape)
+        if analysis.summary_json:
+            summary["analysis"] = json.loads(analysis.summary_json)
+        rundir.write_json("reports/validation_summary.json", summary)
         self._done(ctx, "overwatch", {"verdict": verdict, "reasons": [r.code for r in review.reasons]})
         self.store.update(
             ctx.run_id, "run.decision_ready", state="DECISION_READY", current_stage="", progress=1.0,

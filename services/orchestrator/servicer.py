@@ -14,7 +14,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from smvm import __version__, correlation
 from smvm.config import Settings
-from smvm.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from smvm.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from smvm.ids import check_id, new_run_id, run_id_from, validation_id
 from smvm.server import ServiceHost
 from smvm.v1 import (
@@ -292,6 +292,26 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
         if rundir.has("outputs/completion.json"):
             json_format.ParseDict(rundir.read_json("outputs/completion.json")["results"], response.completion_results)
         return response
+
+    REPORT_FILES = {
+        "html": ("reports/validation_report.html", "text/html; charset=utf-8"),
+        "markdown": ("reports/validation_report.md", "text/markdown; charset=utf-8"),
+        "pdf": ("reports/analysis_report.pdf", "application/pdf"),
+    }
+
+    async def GetRunReport(self, request: vpb.GetRunReportRequest, context) -> vpb.GetRunReportResponse:
+        fmt = (request.format or "html").lower()
+        if fmt not in self.REPORT_FILES:
+            raise InvalidArgument("format", f"must be one of {', '.join(self.REPORT_FILES)}, got {request.format!r}")
+        record = self._record(request.run_id)
+        if record.state not in READY_STATES:
+            raise FailedPrecondition(f"run {record.run_id} has no report: status {record.state}", reason="NOT_READY")
+        relative, content_type = self.REPORT_FILES[fmt]
+        rundir = self.store.rundir(record.run_id)
+        if not rundir.has(relative):
+            raise NotFound(f"run {record.run_id} has no {fmt} report")
+        content = await asyncio.to_thread((rundir.path / relative).read_bytes)
+        return vpb.GetRunReportResponse(content_type=content_type, content=content)
 
     async def CompleteRun(self, request: vpb.CompleteRunRequest, context) -> vpb.CompleteRunResponse:
         record = self._record(request.run_id)

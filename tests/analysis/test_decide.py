@@ -83,7 +83,7 @@ def test_clearly_great_market_is_go_and_gate_proceeds():
     assert d.confidence > 0.5
     assert d.financials.probability_npv_positive > 0.9
     assert len(d.criteria) == 7 and not any(c.neutral for c in d.criteria)
-    assert d.policy_version.startswith("1.0.0+")
+    assert d.policy_version.startswith("1.1.0+")
 
 
 def test_no_demand_is_kill_and_gate_rejects():
@@ -139,13 +139,15 @@ def test_bands_and_weights_change_the_decision():
     assert analyze(no_team, policy={"weights": all_team}).decision.recommendation == KILL
 
 
-def test_confidence_drops_with_bias_flags_and_thin_inputs():
-    clean = analyze(great()).decision.confidence
+def test_evidence_adjusted_confidence_drops_with_bias_flags_and_thin_inputs():
+    # Decision.confidence is the band share alone (the definition); what the simulation cannot
+    # see (bias flags, quantile-only inputs) lowers the evidence-adjusted figure reported beside it.
+    clean = analyze(great(), render_documents=False).decision.confidence_detail.evidence_adjusted
     flagged = great(bias_passed=False)
     flagged.bias_report.flags.extend(["optimism:wtp_above_grounding", "coverage:age"])
-    assert analyze(flagged).decision.confidence < clean
-    thin = analyze(great(samples=False))
-    assert thin.decision.confidence < clean
+    assert analyze(flagged, render_documents=False).decision.confidence_detail.evidence_adjusted < clean
+    thin = analyze(great(samples=False), render_documents=False)
+    assert thin.decision.confidence_detail.evidence_adjusted < clean
     assert "quantile scenarios" in thin.report_markdown
 
 
@@ -191,7 +193,7 @@ def test_report_has_the_figures():
 def test_properties(a, slope, price, size, tam, n, build, team):
     b = slope * a / 45.0  # share stays in [0, a] over the grid
     d = analyze(make_request(a=a, b=b, price=price, market_size=size, tam=tam, n=n, months=12,
-                             build=build, team=team)).decision
+                             build=build, team=team), render_documents=False).decision
     assert 0.0 <= d.confidence <= 1.0
     assert 0.0 <= d.composite_score <= 100.0
     assert all(0.0 <= c.score <= 100.0 for c in d.criteria)

@@ -47,6 +47,7 @@ def test_validation_service_http_annotations_match_the_integration_guide():
         "CompleteRun": ("put", "/api/v1/validation/{run_id}/complete", "*"),
         "FinalizeRun": ("post", "/api/v1/validation/{run_id}/finalize", "*"),
         "ListRuns": ("get", "/api/v1/validation/runs", ""),
+        "GetRunReport": ("get", "/api/v1/validation/{run_id}/report", ""),
     }
 
 

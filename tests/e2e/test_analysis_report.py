@@ -1,0 +1,65 @@
+"""The analysis report through the real mesh: HTML with charts over REST, PDF and Markdown, run-directory files."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLE = json.loads((REPO / "examples" / "idea.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def decided(client, wait):
+    payload = copy.deepcopy(EXAMPLE)
+    payload["run_id"] = f"RUN-E2E-{uuid.uuid4().hex[:10]}"
+    assert client.post("/api/v1/validation/runs", json=payload).status_code == 201
+    status, _ = wait(client, payload["run_id"])
+    assert status["status"] == "DECISION_READY", status
+    return payload["run_id"], Path(status["run_directory"])
+
+
+def test_report_is_served_as_html_with_every_chart(client, decided):
+    run_id, _ = decided
+    answer = client.get(f"/api/v1/validation/{run_id}/report")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/html")
+    page = answer.text
+    for chart in ("demand_revenue", "revenue_fan", "adoption", "tornado", "positioning"):
+        assert f'id="chart-{chart}"><img' in page, chart
+    assert page.count("data:image/png;base64,") == 5
+    decision = client.get(f"/api/v1/validation/{run_id}/results").json()["decision"]
+    assert f"{decision['composite_score']:.1f}" in page
+
+
+def test_report_as_pdf_and_markdown_and_files_on_disk(client, decided):
+    run_id, run_dir = decided
+    pdf = client.get(f"/api/v1/validation/{run_id}/report", params={"format": "pdf"})
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    assert len(PdfReader(io.BytesIO(pdf.content)).pages) == 6  # summary + 5 charts
+    md = client.get(f"/api/v1/validation/{run_id}/report", params={"format": "markdown"})
+    assert md.status_code == 200 and md.text.startswith("# Validation report")
+    for name in ("reports/validation_report.md", "reports/validation_report.html", "reports/analysis_report.pdf"):
+        assert (run_dir / name).is_file(), name
+    summary = json.loads((run_dir / "reports/validation_summary.json").read_text())
+    analysis = summary["analysis"]
+    assert analysis["recommendation"] == summary["recommendation"]
+    assert analysis["confidence"] == pytest.approx(analysis["confidence_detail"]["band_share"])
+    assert {r["category"] for r in analysis["risks"]} == {"market", "competitive", "execution"}
+    assert len(analysis["sensitivity"]) >= 5
+
+
+def test_report_errors_name_the_problem(client, decided):
+    run_id, _ = decided
+    bad = client.get(f"/api/v1/validation/{run_id}/report", params={"format": "docx"})
+    assert bad.status_code == 400 and "format" in bad.text
+    assert client.get("/api/v1/validation/RUN-NOPE-0000/report").status_code == 404

@@ -1,0 +1,68 @@
+"""A grounded run through the real mesh: upload a survey and a competitor list over REST, submit an idea
+that references them, and find the survey-calibrated personas and the imported competitors in the run.
+Uses the session's mesh (conftest.py), so it costs no extra start-up."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures" / "grounding"
+EXAMPLE = json.loads((REPO / "examples" / "idea.json").read_text())
+
+pytestmark = pytest.mark.e2e
+
+
+def _upload(client: httpx.Client, path: Path, kind: str) -> str:
+    answer = client.post("/api/v1/grounding/imports", json={
+        "kind": kind, "source_name": path.name, "content": base64.b64encode(path.read_bytes()).decode()})
+    assert answer.status_code == 201, answer.text
+    return answer.json()["import_id"]
+
+
+def test_a_run_grounded_in_imports(mesh, client):
+    settings = mesh.settings
+    survey = _upload(client, FIXTURES / "van_westendorp" / "good.csv", "van_westendorp")
+    rivals = _upload(client, FIXTURES / "competitors" / "good.json", "competitors")
+    payload = copy.deepcopy(EXAMPLE)
+    payload["run_id"] = f"RUN-GROUNDED-{uuid.uuid4().hex[:10]}"
+    payload["business_idea"]["grounding_refs"] = [survey, rivals]
+    accepted = client.post("/api/v1/validation/runs", json=payload)
+    assert accepted.status_code == 201, accepted.text
+
+    bad = copy.deepcopy(payload)
+    bad["run_id"] += "-X"
+    bad["business_idea"]["grounding_refs"] = ["0" * 64]
+    refused = client.post("/api/v1/validation/runs", json=bad)
+    assert refused.status_code == 400 and refused.json()["details"]["field"] == "business_idea.grounding_refs[0]"
+
+    deadline = time.monotonic() + 120
+    while (status := client.get(f"/api/v1/validation/{payload['run_id']}/status").json())["status"] not in (
+            "DECISION_READY", "COMPLETED", "FAILED", "TIMEOUT"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+    assert status["status"] == "DECISION_READY", status
+    results = client.get(f"/api/v1/validation/{payload['run_id']}/results").json()
+
+    names = {c["name"] for c in results["competitors"]}
+    assert names == {"Acme Books", "FreeLedger", "QuarterCo"}
+    assert all(not c["synthetic"] for c in results["competitors"])
+    assert all(p["sources"]["wtp"].startswith(f"grounding:{survey[:12]}") for p in results["personas"])
+
+    run_dirs = list(Path(settings.runs_dir).glob(f"*/validation/{payload['run_id']}"))
+    assert len(run_dirs) == 1
+    idea = json.loads((run_dirs[0] / "idea.input.json").read_text())["idea"]
+    assert idea["grounding_refs"] == [survey, rivals]
+    assert len(idea["grounding"]["van_westendorp"]) == 41
+    text = (run_dirs[0] / "idea.input.json").read_text() + (run_dirs[0] / "outputs" / "personas.output.json").read_text()
+    assert "jane.doe@example.com" not in text and "jane@acme.example" not in text
+    personas_out = json.loads((run_dirs[0] / "outputs" / "personas.output.json").read_text())
+    assert personas_out.get("calibration", {}).get("calibrated") is True, list(personas_out)

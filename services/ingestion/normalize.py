@@ -136,6 +136,24 @@ def _common(idea: idea_pb2.Idea, msg, prefix: str) -> None:
         idea.team_coverage = validate.number(f"{prefix}.team_coverage", msg.team_coverage, low=0.0, high=1.0)
     if msg.HasField("price"):
         _price(idea, msg.price, f"{prefix}.price")
+    if msg.HasField("cost_overrides"):
+        _cost_overrides(idea, msg.cost_overrides, f"{prefix}.cost_overrides")
+
+
+# Bounds of each cost override: (low, high); NPV's discount rate may be negative but not <= -100 %.
+COST_BOUNDS = {
+    "cac_usd": (0.0, 1e7), "gross_margin": (0.0, 1.0), "fixed_costs_monthly_usd": (0.0, 1e9),
+    "initial_investment_usd": (0.0, 1e11), "discount_rate_annual": (-0.99, 10.0),
+}
+
+
+def _cost_overrides(idea: idea_pb2.Idea, costs: idea_pb2.CostOverrides, prefix: str) -> None:
+    """Copy the founder's cost figures that are present, each checked against its bounds."""
+    for name, (low, high) in COST_BOUNDS.items():
+        if costs.HasField(name):
+            setattr(idea.cost_overrides, name, validate.number(f"{prefix}.{name}", getattr(costs, name), low=low, high=high))
+    if not idea.HasField("cost_overrides"):
+        idea.cost_overrides.SetInParent()  # present but empty: every figure from the domain defaults
 
 
 def _market_size(idea: idea_pb2.Idea, tam: float | None, sam: float | None, som: float | None) -> None:

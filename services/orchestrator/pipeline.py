@@ -202,7 +202,8 @@ class Pipeline:
             analysis_service_pb2.AnalyzeRequest(
                 idea=ctx.idea, personas=personas.personas, competitors=landscape.competitors,
                 our_offering=landscape.our_offering, simulation_config=sim_config, simulation=result,
-                bias_report=personas.bias_report),
+                bias_report=personas.bias_report,
+                cost_overrides=ctx.idea.cost_overrides if ctx.idea.HasField("cost_overrides") else None),
             timeout=t), cap)
         decision = analysis.decision
         recommendation = short_enum(decision_pb2.Recommendation.Name(decision.recommendation), "RECOMMENDATION_")

@@ -161,6 +161,10 @@ BUSINESS_RULES = [
     ("price.amortisation_months", -1, "business_idea.price.amortisation_months"),
     ("price.amortisation_months", 121, "business_idea.price.amortisation_months"),
     ("grounding_refs", ["not-an-import-id"], "business_idea.grounding_refs[0]"),
+    ("cost_overrides.gross_margin", 1.5, "business_idea.cost_overrides.gross_margin"),
+    ("cost_overrides.cac_usd", -1.0, "business_idea.cost_overrides.cac_usd"),
+    ("cost_overrides.discount_rate_annual", -1.0, "business_idea.cost_overrides.discount_rate_annual"),
+    ("cost_overrides.fixed_costs_monthly_usd", "NaN", "business_idea.cost_overrides.fixed_costs_monthly_usd"),
 ]
 
 T0_RULES = [
@@ -176,7 +180,16 @@ T0_RULES = [
     ("features", ["", "x"], "idea.features[0]"),
     ("team_coverage", 2, "idea.team_coverage"),
     ("grounding_refs", ["a" * 64], "idea.grounding_refs[0]"),
+    ("cost_overrides.initial_investment_usd", -5, "idea.cost_overrides.initial_investment_usd"),
 ]
+
+
+def test_cost_overrides_are_copied_when_present_and_absent_when_not(business_body, to_request):
+    assert not normalize_idea(to_request("business_idea", business_body)).HasField("cost_overrides")
+    business_body["cost_overrides"] = {"cac_usd": 42.0, "gross_margin": 0.8}
+    costs = normalize_idea(to_request("business_idea", business_body)).cost_overrides
+    assert (costs.cac_usd, costs.gross_margin) == (42.0, 0.8)
+    assert not costs.HasField("fixed_costs_monthly_usd")  # the domain default applies
 
 
 @pytest.mark.parametrize("path, value, field", BUSINESS_RULES, ids=[f"{r[2]}-{i}" for i, r in enumerate(BUSINESS_RULES)])

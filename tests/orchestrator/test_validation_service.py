@@ -157,3 +157,18 @@ async def test_restart_keeps_finished_runs_and_fails_interrupted_ones_visibly(me
     assert {r.run_id for r in listed.runs} == {"RUN-DONE", "RUN-CUT"}
     events = [json.loads(line)["type"] for line in (runs_dir / "PROJ-T/validation/RUN-CUT/events.jsonl").read_text().splitlines()]
     assert events[-1] == "run.failed"
+
+
+async def test_cost_overrides_in_the_submission_reach_the_financials(mesh_factory):
+    async with mesh_factory() as (settings, orchestrator, _):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator.port}") as channel:
+            stub = vgrpc.ValidationServiceStub(channel)
+            request = _request("RUN-IP-COSTS")
+            request.business_idea.cost_overrides.cac_usd = 123.0
+            request.business_idea.cost_overrides.gross_margin = 0.55
+            await stub.SubmitRun(request, timeout=10)
+            status = await _wait(stub, "RUN-IP-COSTS")
+            assert status.state == run_pb2.RUN_STATE_DECISION_READY, status.error
+            financials = (await stub.GetRunResults(vpb.GetRunResultsRequest(run_id="RUN-IP-COSTS"), timeout=10)).decision.financials
+    assert (financials.cac_usd, financials.gross_margin) == (123.0, 0.55)
+    assert any("cac" in line and "override" in line.lower() for line in financials.cost_basis), list(financials.cost_basis)

@@ -14,8 +14,9 @@ from services.overwatch.servicer import build_host
 
 
 @pytest.fixture
-async def overwatch():
-    host = build_host(Settings(profile="test", grace_period_s=1, max_utility_evaluations=1_000_000), "127.0.0.1:0")
+async def overwatch(tmp_path):
+    settings = Settings(profile="test", grace_period_s=1, max_utility_evaluations=1_000_000, runs_dir=tmp_path)
+    host = build_host(settings, "127.0.0.1:0")
     port = await host.start()
     await host.ready.wait()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -367,6 +367,11 @@ class ServiceTokenClientInterceptor(aio.UnaryUnaryClientInterceptor, aio.UnarySt
         return await continuation(self._with_token(client_call_details), request)
 
 
+def on_behalf_of() -> str:
+    """The end user the current task acts for ('' when none was named)."""
+    return _acting_for.get()
+
+
 def acting_for(actor: str) -> contextvars.Token:
     """Mark the current task as acting for `actor` (the gateway's end user); returns the reset token."""
     return _acting_for.set(actor)

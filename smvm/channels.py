@@ -60,6 +60,22 @@ def addresses_of(address: str) -> list[str]:
     return [p.strip() for p in address.split(",") if p.strip()]
 
 
+class _UnaryStreamOnly(aio.UnaryStreamClientInterceptor):
+    """grpc.aio files an interceptor under the first call kind it implements (unary-unary), so one
+    that also implements unary-stream must be registered a second time through this adapter, or
+    streaming calls (the simulation's) go out without its metadata."""
+
+    def __init__(self, inner: aio.UnaryStreamClientInterceptor):
+        self.inner = inner
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        return await self.inner.intercept_unary_stream(continuation, client_call_details, request)
+
+
+def _for_both_kinds(interceptor) -> list:
+    return [interceptor, _UnaryStreamOnly(interceptor)]
+
+
 @dataclass(frozen=True)
 class ClientSecurity:
     """How a channel proves who it is: the mesh's service token and, for mTLS, its certificate."""
@@ -75,9 +91,9 @@ class ClientSecurity:
 def open_channel(address: str, security: ClientSecurity | None = None) -> aio.Channel:
     """A channel with the standard options and interceptors: plaintext (loopback, the dev default)
     unless `security` carries TLS files; sending the service token when it has one."""
-    interceptors: list = [CorrelationClientInterceptor()]
+    interceptors: list = _for_both_kinds(CorrelationClientInterceptor())
     if security is not None and security.service_token:
-        interceptors.append(ServiceTokenClientInterceptor(security.service_token))
+        interceptors += _for_both_kinds(ServiceTokenClientInterceptor(security.service_token))
     if security is not None and security.tls is not None:
         return aio.secure_channel(
             target_for(address), security.tls.channel_credentials(),

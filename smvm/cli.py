@@ -5,6 +5,7 @@
     smvm submit FILE [--wait]               submit an idea (either request shape of the guide)
     smvm status ID | results ID | finalize ID | complete ID --results FILE
     smvm runs [--project-id P]              list runs
+    smvm token create NAME --role R [--project P] [--expires-in 30d] | revoke NAME | list
 
 The client commands talk to SMVM_GATEWAY_URL (default http://127.0.0.1:8080) with SMVM_TOKEN
 (default dev-admin-token, accepted by the dev profile).
@@ -23,7 +24,9 @@ from typing import Any
 
 import httpx
 
+from smvm import token_cli
 from smvm.config import load_settings
+from smvm.errors import SmvmError
 
 TERMINAL = {"DECISION_READY", "COMPLETED", "FAILED", "TIMEOUT"}
 
@@ -199,8 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     runs.add_argument("--project-id")
     runs.set_defaults(func=lambda a: _print(_client(a).runs(a.project_id)) or 0)
 
+    token_cli.add_commands(sub)
+
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SmvmError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

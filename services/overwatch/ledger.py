@@ -369,8 +369,8 @@ class Ledger:
 
     def events(self, *, run_id: str = "", project_id: str = "", kind_prefix: str = "", after: int = 0,
                limit: int = 100) -> list[AuditRow]:
-        if not run_id and not project_id:
-            raise InvalidArgument("run_id", "run_id or project_id is required")
+        if not run_id and not project_id and not kind_prefix:
+            raise InvalidArgument("run_id", "run_id, project_id or kind_prefix is required")
         return self.store.audit_events(run_id=run_id, project_id=project_id, kind_prefix=kind_prefix, after=after,
                                        limit=limit)
 

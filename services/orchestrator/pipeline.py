@@ -218,14 +218,15 @@ class Pipeline:
         review_response = await self._call(ctx, "overwatch", lambda t: self.clients.overwatch.ReviewDecision(
             overwatch_service_pb2.ReviewDecisionRequest(
                 run_id=ctx.run_id, idea=ctx.idea, decision=decision, bias_report=personas.bias_report,
-                personas=personas.personas, simulation=without_samples(result)),
+                personas=personas.personas, simulation=without_samples(result), planned_iterations=sim_config.iterations),
             timeout=t), cap)
         review = review_response.review
         verdict = short_enum(decision_pb2.ReviewVerdict.Name(review.verdict), "REVIEW_VERDICT_")
         decision_doc = decision_output(ctx, decision, review, recommendation, verdict)
         rundir.write_json("outputs/decision.output.json", decision_doc)
         rundir.write_json("reports/validation_summary.json", validation_summary(ctx, decision_doc, result, personas, landscape))
-        self._done(ctx, "overwatch", {"verdict": verdict, "reasons": [r.code for r in review.reasons]})
+        self._done(ctx, "overwatch", {"verdict": verdict, "reasons": decision_doc["review"]["reasons"],
+                                      "policy_version": review.policy_version, "released": decision_doc["released"]})
         self.store.update(
             ctx.run_id, "run.decision_ready", state="DECISION_READY", current_stage="", progress=1.0,
             recommendation=recommendation, review_verdict=verdict,

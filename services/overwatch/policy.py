@@ -89,7 +89,7 @@ def _validate(policy: OverwatchPolicy) -> None:
         raise InvalidArgument("policy.budget.project.period", "must be month or day")
     if not isinstance(policy.get("budget.projects"), Mapping):
         raise InvalidArgument("policy.budget.projects", "must be a mapping of project_id to ceilings")
-    for dotted in ("review.veto_recommendations", "review.bias.severe_controls"):
+    for dotted in ("review.veto_recommendations", "review.bias.severe_controls", "review.evidence.data_quality_warnings"):
         value = policy.get(dotted)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise InvalidArgument(f"policy.{dotted}", "must be a list of strings")

@@ -115,3 +115,29 @@ async def test_a_run_past_80_percent_of_its_project_raises_resource_constraint(r
     alerts = [e for e in events if e["type"] == "alert.resource_constraint"]
     assert len(alerts) == 1
     assert alerts[0]["payload"]["alert"].startswith("resource_constraint: project PROJ-B compute at 80% of ceiling")
+
+
+async def test_review_reasons_land_structured_in_the_decision_and_the_events(runs_dir):
+    request = _request("RUN-REVIEW-1")
+    request.configuration.simulation_iterations = 200  # below the policy's 250: the review cannot approve
+    async with _mesh.in_process_mesh(runs_dir) as (settings, orchestrator, _):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator.port}") as channel:
+            stub = vgrpc.ValidationServiceStub(channel)
+            await stub.SubmitRun(request, timeout=10)
+            while (status := (await stub.GetRunStatus(vpb.GetRunStatusRequest(run_id="RUN-REVIEW-1"), timeout=5)).status
+                   ).state not in (run_pb2.RUN_STATE_DECISION_READY, run_pb2.RUN_STATE_FAILED):
+                await asyncio.sleep(0.05)
+    assert status.state == run_pb2.RUN_STATE_DECISION_READY, status.error
+    decision = json.loads((runs_dir / "PROJ-B/validation/RUN-REVIEW-1/outputs/decision.output.json").read_text())
+    review = decision["review"]
+    assert review["verdict"] in ("ABSTAIN", "VETO")
+    codes = {r["code"]: r for r in review["reasons"]}
+    assert "simulation.few_iterations" in codes or "simulation.too_small" in codes
+    for reason in review["reasons"]:
+        assert set(reason) == {"code", "message", "severity"} and reason["severity"] in ("blocking", "warning", "info")
+    assert decision["released"] == (review["verdict"] != "VETO")
+    (event,) = [e for e in _events(runs_dir, "RUN-REVIEW-1")
+                if e["type"] == "stage.completed" and e["payload"]["stage"] == "overwatch"]
+    assert event["payload"]["verdict"] == review["verdict"]
+    assert event["payload"]["reasons"] == review["reasons"]
+    assert event["payload"]["policy_version"] == review["policy_version"] and event["correlation_id"]

@@ -217,7 +217,8 @@ class Pipeline:
         self._start(ctx, "overwatch")
         review_response = await self._call(ctx, "overwatch", lambda t: self.clients.overwatch.ReviewDecision(
             overwatch_service_pb2.ReviewDecisionRequest(
-                run_id=ctx.run_id, idea=ctx.idea, decision=decision, bias_report=personas.bias_report,
+                run_id=ctx.run_id, project_id=ctx.project_id, idea=ctx.idea, decision=decision,
+                bias_report=personas.bias_report,
                 personas=personas.personas, simulation=without_samples(result), planned_iterations=sim_config.iterations),
             timeout=t), cap)
         review = review_response.review

@@ -9,13 +9,13 @@ from smvm import auth, correlation
 from smvm.config import Settings
 from smvm.errors import InvalidArgument
 from smvm.server import ServerSecurity, ServiceHost
-from smvm.v1 import overwatch_service_pb2 as pb, overwatch_service_pb2_grpc as pb_grpc
+from smvm.v1 import decision_pb2, overwatch_service_pb2 as pb, overwatch_service_pb2_grpc as pb_grpc
 
 from services.overwatch.budget import BudgetDefaults, check_budget
 from services.overwatch.ledger import Amounts, Ledger, Usage
 from services.overwatch.ledger_store import AuditRow, LedgerStore
 from services.overwatch.policy import OverwatchPolicy, load_policy
-from services.overwatch.review import review_decision
+from services.overwatch.review import recommendation_name, review_decision
 
 MAX_AUDIT_PAGE = 1000
 
@@ -57,7 +57,16 @@ class OverwatchServicer(pb_grpc.OverwatchServiceServicer):
         return check_budget(request, self.defaults)  # a few integer comparisons: no thread needed
 
     async def ReviewDecision(self, request: pb.ReviewDecisionRequest, context) -> pb.ReviewDecisionResponse:
-        return await asyncio.to_thread(review_decision, request, self.policy)
+        response = await asyncio.to_thread(review_decision, request, self.policy)
+        review = response.review
+        verdict = decision_pb2.ReviewVerdict.Name(review.verdict).removeprefix("REVIEW_VERDICT_")
+        await asyncio.to_thread(
+            self.ledger.record, kind=f"review.{verdict.lower()}", run_id=request.run_id, project_id=request.project_id,
+            payload={"verdict": verdict, "policy_version": review.policy_version,
+                     "recommendation": recommendation_name(request.decision.recommendation),
+                     "reasons": [{"code": r.code, "severity": r.severity} for r in review.reasons]},
+            **_who())
+        return response
 
     async def ReserveBudget(self, request: pb.ReserveBudgetRequest, context) -> pb.ReserveBudgetResponse:
         held = await asyncio.to_thread(

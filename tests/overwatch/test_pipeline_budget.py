@@ -141,3 +141,8 @@ async def test_review_reasons_land_structured_in_the_decision_and_the_events(run
     assert event["payload"]["verdict"] == review["verdict"]
     assert event["payload"]["reasons"] == review["reasons"]
     assert event["payload"]["policy_version"] == review["policy_version"] and event["correlation_id"]
+    reviewed = Ledger(LedgerStore.under(runs_dir), BudgetDefaults(1, 1), load_policy()).events(
+        run_id="RUN-REVIEW-1", kind_prefix="review.")
+    assert [e.kind for e in reviewed] == [f"review.{review['verdict'].lower()}"]
+    assert reviewed[0].project_id == "PROJ-B" and reviewed[0].correlation_id == event["correlation_id"]
+    assert reviewed[0].payload["reasons"] == [{"code": r["code"], "severity": r["severity"]} for r in review["reasons"]]

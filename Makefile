@@ -47,6 +47,7 @@ up: install
 
 bench: install
 	$(PY) benchmarks/sim_kernel.py
+	$(PY) benchmarks/ledger.py
 
 include k8s/k8s.mk
 

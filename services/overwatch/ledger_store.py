@@ -36,7 +36,17 @@ CREATE TABLE IF NOT EXISTS reservations (
     settled_at TEXT NOT NULL DEFAULT '',
     UNIQUE (run_id, purpose)
 );
-CREATE INDEX IF NOT EXISTS reservations_project ON reservations (project_id, period);
+CREATE INDEX IF NOT EXISTS reservations_held ON reservations (project_id, period, state);
+-- What each project has committed per period, kept with every commit so a reservation's check
+-- reads one row (plus the few reservations still held) however many runs the period has seen.
+CREATE TABLE IF NOT EXISTS project_period_totals (
+    project_id TEXT NOT NULL,
+    period TEXT NOT NULL,
+    evaluations INTEGER NOT NULL DEFAULT 0,
+    tokens INTEGER NOT NULL DEFAULT 0,
+    cpu_seconds REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (project_id, period)
+);
 CREATE TABLE IF NOT EXISTS audit_events (
     sequence INTEGER PRIMARY KEY AUTOINCREMENT,
     time TEXT NOT NULL,
@@ -113,11 +123,14 @@ class LedgerTransaction:
         return Totals(*row)
 
     def project_totals(self, project_id: str, period: str, now: float) -> Totals:
-        row = self.conn.execute(
-            _COUNTED.format(where="project_id = :project_id AND period = :period"),
-            {"project_id": project_id, "period": period, "now": now},
-        ).fetchone()
-        return Totals(*row)
+        committed = self.conn.execute(
+            "SELECT evaluations, tokens, cpu_seconds FROM project_period_totals WHERE project_id = ? AND period = ?",
+            (project_id, period)).fetchone() or (0, 0, 0.0)
+        held = self.conn.execute(
+            "SELECT COALESCE(SUM(reserved_evaluations), 0), COALESCE(SUM(reserved_tokens), 0) FROM reservations "
+            "WHERE project_id = ? AND period = ? AND state = 'reserved' AND expires_at > ?",
+            (project_id, period, now)).fetchone()
+        return Totals(committed[0], committed[1], committed[2], held[0], held[1])
 
     def insert_reservation(self, row: dict) -> None:
         columns = ", ".join(row)
@@ -125,6 +138,13 @@ class LedgerTransaction:
 
     def settle(self, reservation_id: str, state: str, settled_at: str, *, evaluations: int = 0, tokens: int = 0,
                cpu_seconds: float = 0.0) -> None:
+        if state == "committed":
+            self.conn.execute(
+                "INSERT INTO project_period_totals (project_id, period, evaluations, tokens, cpu_seconds) "
+                "SELECT project_id, period, ?, ?, ? FROM reservations WHERE reservation_id = ? "
+                "ON CONFLICT (project_id, period) DO UPDATE SET evaluations = evaluations + excluded.evaluations, "
+                "tokens = tokens + excluded.tokens, cpu_seconds = cpu_seconds + excluded.cpu_seconds",
+                (evaluations, tokens, cpu_seconds, reservation_id))
         self.conn.execute(
             "UPDATE reservations SET state = ?, settled_at = ?, actual_evaluations = ?, actual_tokens = ?, "
             "actual_cpu_seconds = ? WHERE reservation_id = ?",

@@ -43,7 +43,7 @@ from grpc import aio
 from grpc_interceptor import AsyncServerInterceptor
 
 from smvm import correlation
-from smvm.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from smvm.errors import InvalidArgument, Unauthenticated, Unavailable
 
 log = logging.getLogger("smvm.auth")
 
@@ -244,11 +244,16 @@ class TokenRegistry:
 
     @classmethod
     def from_settings(cls, settings) -> "TokenRegistry":
-        return cls(
+        """The registry the settings describe; a token file that is present but broken fails here, at
+        start-up, naming the field, rather than on the first request."""
+        registry = cls(
             token_file=TokenFile(settings.tokens_file) if getattr(settings, "tokens_file", None) else None,
             legacy_admin_tokens=settings.accepted_tokens(),
             service_token=getattr(settings, "service_token", "") or "",
         )
+        if registry.token_file is not None:
+            registry.token_file.records()
+        return registry
 
     def authenticate(self, secret: str) -> Principal:
         """The principal a presented secret stands for; Unauthenticated (with a reason) otherwise."""
@@ -264,7 +269,12 @@ class TokenRegistry:
         if matched:
             return Principal(f"api-token:{hash_token(matched)[:8]}", "admin", frozenset({ALL_PROJECTS}))
         digest = hash_token(secret)
-        for record in self.token_file.records() if self.token_file else ():
+        try:
+            records = self.token_file.records() if self.token_file else ()
+        except (InvalidArgument, OSError, yaml.YAMLError) as exc:  # fail closed, and say why
+            log.error("token file unreadable", extra={"error": str(exc)})
+            raise Unavailable("the token registry cannot be read; try again later", reason="TOKEN_FILE_UNREADABLE") from None
+        for record in records:
             if hmac.compare_digest(record.sha256, digest):
                 if record.revoked:
                     raise Unauthenticated(f"token {record.name} has been revoked", reason="TOKEN_REVOKED")
@@ -303,6 +313,8 @@ class AuthServerInterceptor(AsyncServerInterceptor):
                 principal = self.registry.authenticate(secret)
             except Unauthenticated as exc:
                 await self._deny(context, grpc.StatusCode.UNAUTHENTICATED, exc.message, exc.reason, method_name, None)
+            except Unavailable as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
             if not principal.allows(INTERNAL):
                 await self._deny(context, grpc.StatusCode.PERMISSION_DENIED,
                                  f"role {principal.role} may not call {method_name}", "ROLE_NOT_ALLOWED", method_name,

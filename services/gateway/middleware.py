@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable
 
 from smvm import correlation
 from smvm.auth import TokenRegistry, bearer
-from smvm.errors import Unauthenticated
+from smvm.errors import Unauthenticated, Unavailable
 
 from services.gateway.errors import ApiError
 from services.gateway.ratelimit import RateLimiter, endpoint_of
@@ -136,6 +136,9 @@ class GatewayMiddleware:
             )
         try:
             principal = self.registry.authenticate(secret)
+        except Unavailable as exc:
+            return "", ApiError(503, "UNAVAILABLE", exc.message, details={"reason": exc.reason},
+                                headers={"Retry-After": "1"})
         except Unauthenticated as exc:
             return "", ApiError(
                 401, "UNAUTHENTICATED", exc.message if exc.reason != "INVALID_TOKEN" else "the bearer token is not valid",

@@ -84,7 +84,7 @@ def test_a_broken_token_file_names_the_field(tmp_path, entry, field):
     path = tmp_path / "tokens.json"
     path.write_text(json.dumps({"tokens": [entry]}))
     with pytest.raises(InvalidArgument) as err:
-        TokenRegistry(token_file=TokenFile(path)).authenticate("anything")
+        TokenFile(path).records()
     assert err.value.field == field
 
 
@@ -115,3 +115,24 @@ def test_the_cli_creates_lists_and_revokes(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         cli.main(["token", "create", "x", "--role", "reader", "--expires-in", "soon", "--file", path])
     assert "expires_in" in str(err.value)
+
+
+def test_a_broken_token_file_fails_the_start_not_the_first_request(tmp_path):
+    path = tmp_path / "tokens.yaml"
+    path.write_text("tokens:\n  - {name: x, sha256: abc, role: reader, projects: [p]}\n")
+    with pytest.raises(InvalidArgument) as err:
+        TokenRegistry.from_settings(Settings(profile="test", tokens_file=str(path)))
+    assert err.value.field == "tokens[0].sha256"
+
+
+def test_a_token_file_broken_while_running_fails_closed(tmp_path):
+    from smvm.errors import Unavailable
+
+    tokens = TokenFile(tmp_path / "tokens.yaml")
+    secret = tokens.create("tb", "reader", ["p"])
+    registry = TokenRegistry(token_file=tokens)
+    assert registry.authenticate(secret).name == "tb"
+    (tmp_path / "tokens.yaml").write_text("tokens: [ {broken")
+    with pytest.raises(Unavailable) as err:
+        registry.authenticate(secret)
+    assert err.value.reason == "TOKEN_FILE_UNREADABLE"

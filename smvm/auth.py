@@ -358,14 +358,15 @@ async def _bound_stream(iterator, principal: Principal | None, behalf: str):
 
 
 class ServiceTokenClientInterceptor(aio.UnaryUnaryClientInterceptor, aio.UnaryStreamClientInterceptor):
-    """Send the mesh's service token (and the end user acted for, for the audit trail) on every call."""
+    """Send the mesh's service token (none in plaintext dev) and the end user acted for (for the
+    audit trail) on every call."""
 
     def __init__(self, token: str):
         self.token = token
 
     def _with_token(self, details: aio.ClientCallDetails) -> aio.ClientCallDetails:
         metadata = aio.Metadata(*(details.metadata or ()))
-        if "authorization" not in metadata:
+        if self.token and "authorization" not in metadata:
             metadata.add("authorization", f"Bearer {self.token}")
         behalf = _acting_for.get()
         if behalf and ACTOR_METADATA_KEY not in metadata:

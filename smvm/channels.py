@@ -92,7 +92,7 @@ def open_channel(address: str, security: ClientSecurity | None = None) -> aio.Ch
     """A channel with the standard options and interceptors: plaintext (loopback, the dev default)
     unless `security` carries TLS files; sending the service token when it has one."""
     interceptors: list = _for_both_kinds(CorrelationClientInterceptor())
-    if security is not None and security.service_token:
+    if security is not None:  # the service token when there is one, and the end user acted for
         interceptors += _for_both_kinds(ServiceTokenClientInterceptor(security.service_token))
     if security is not None and security.tls is not None:
         return aio.secure_channel(

@@ -146,3 +146,28 @@ async def test_review_reasons_land_structured_in_the_decision_and_the_events(run
     assert [e.kind for e in reviewed] == [f"review.{review['verdict'].lower()}"]
     assert reviewed[0].project_id == "PROJ-B" and reviewed[0].correlation_id == event["correlation_id"]
     assert reviewed[0].payload["reasons"] == [{"code": r["code"], "severity": r["severity"]} for r in review["reasons"]]
+
+
+async def test_without_a_service_token_the_end_user_is_still_named_in_the_budget_trail(runs_dir):
+    """Dev wiring (plaintext, no service token): the actor the caller names reaches overwatch."""
+    from smvm import auth
+    from smvm.server import ServerSecurity
+
+    async with _mesh.in_process_mesh(runs_dir) as (settings, orchestrator, hosts):
+        overwatch = next(h for h in hosts if h.name == "overwatch")
+        for host in (overwatch, orchestrator):  # what run_service does: security from the settings
+            await host.stop(0)
+            on_denied = host.security.on_denied
+            host.security = ServerSecurity.from_settings(settings)
+            host.security.on_denied = on_denied
+            await host.start()
+            await host.ready.wait()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator.port}") as channel:
+            stub = vgrpc.ValidationServiceStub(channel)
+            await stub.SubmitRun(_request("RUN-ACTOR-1"), timeout=10,
+                                 metadata=((auth.ACTOR_METADATA_KEY, "tb-founder"),))
+            while (await stub.GetRunStatus(vpb.GetRunStatusRequest(run_id="RUN-ACTOR-1"), timeout=5)).status.state \
+                    not in (run_pb2.RUN_STATE_DECISION_READY, run_pb2.RUN_STATE_FAILED):
+                await asyncio.sleep(0.05)
+    trail = Ledger(LedgerStore.under(runs_dir), BudgetDefaults(1, 1), load_policy()).events(run_id="RUN-ACTOR-1")
+    assert trail[0].kind == "budget.reserved" and trail[0].actor == "tb-founder via anonymous"

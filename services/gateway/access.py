@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+import re
+from typing import Any, Callable
 
 from fastapi import Request
 from grpc import aio
@@ -108,3 +109,59 @@ def record_refusal(audit: AuditSink, scope: dict[str, Any], error: ApiError) -> 
     """The middleware's 401s, audited with the path and why."""
     audit.record("access.denied", actor="unauthenticated", payload={
         "reason": error.details.get("reason", ""), "path": scope.get("path", ""), "answered": error.status})
+
+
+# Every /api/ endpoint whose route enforces its role and project scope (`require` plus a scope
+# check). Any other /api/ route is refused to all but all-project admins: an endpoint added without
+# authorisation is closed by default rather than open to every valid token. Classify a new
+# endpoint here once its route calls `require` and checks the run's or project's scope.
+GUARDED_ROUTES: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
+    (frozenset(methods), re.compile(pattern)) for methods, pattern in (
+        ({"POST"}, r"/api/v1/validation/(runs|submit)"),
+        ({"GET"}, r"/api/v1/validation/runs"),
+        ({"GET"}, r"/api/v1/validation/[^/]+/(status|results)"),
+        ({"PUT", "POST"}, r"/api/v1/validation/[^/]+/complete"),
+        ({"POST"}, r"/api/v1/validation/[^/]+/finalize"),
+        ({"GET"}, r"/api/v1/audit"),
+    )
+)
+
+
+def guarded(method: str, path: str) -> bool:
+    return any(method in methods and pattern.fullmatch(path) for methods, pattern in GUARDED_ROUTES)
+
+
+class DefaultDenyMiddleware:
+    """Inside the authenticating middleware: an existing /api/ route that is not in GUARDED_ROUTES
+    answers 403 (audited) to anyone but an all-project admin."""
+
+    def __init__(self, app, *, audit: Callable[[], AuditSink], protected_prefix: str = "/api/"):
+        self.app = app
+        self.audit = audit
+        self.protected_prefix = protected_prefix
+
+    async def __call__(self, scope, receive, send) -> None:
+        path, method = scope.get("path", ""), scope.get("method", "GET")
+        if scope["type"] != "http" or not path.startswith(self.protected_prefix) or guarded(method, path):
+            await self.app(scope, receive, send)
+            return
+        principal = scope.get("state", {}).get("principal")
+        admin = principal is not None and principal.role == "admin" and principal.all_projects
+        if admin or not self._exists(scope):
+            await self.app(scope, receive, send)  # unknown paths get the router's own 404 / 405
+            return
+        self.audit().record("access.denied", actor=principal.name if principal else "unauthenticated", payload={
+            "reason": "ENDPOINT_NOT_CLASSIFIED", "path": path, "method": method})
+        error = ApiError(403, "PERMISSION_DENIED", "this endpoint is open to administrators only",
+                         details={"reason": "ENDPOINT_NOT_CLASSIFIED"})
+        payload = json.dumps(error.body()).encode()
+        await send({"type": "http.response.start", "status": 403, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+    def _exists(self, scope) -> bool:
+        from starlette.routing import Match
+
+        app = scope.get("app")
+        routes = getattr(getattr(app, "router", None), "routes", ())
+        return any(route.matches(scope)[0] != Match.NONE for route in routes)

@@ -176,6 +176,8 @@ def create_app(
     async def on_denied(scope: dict, error: ApiError) -> None:
         access.record_refusal(app.state.audit, scope, error)
 
+    # Added first, so it runs inside GatewayMiddleware, after the caller is authenticated.
+    app.add_middleware(access.DefaultDenyMiddleware, audit=lambda: app.state.audit)
     app.add_middleware(
         GatewayMiddleware,
         accepted_tokens=settings.accepted_tokens(),
@@ -272,7 +274,7 @@ def create_app(
         page_size: Optional[int] = Query(None, ge=1, le=1000),
         page_token: Optional[str] = Query(None, max_length=32),
     ):
-        access.require(request, auth.AUDIT)
+        principal = access.require(request, auth.AUDIT)
         if not run_id and not project_id and not kind_prefix:
             raise ApiError(400, "INVALID_ARGUMENT", "run_id, project_id or kind_prefix is required",
                            details={"field": "run_id", "reason": "REQUIRED"})
@@ -290,6 +292,10 @@ def create_app(
                 page_size=page_size or 0, page_token=page_token or ""), timeout=TIMEOUTS_S["list"], metadata=metadata)
         except aio.AioRpcError as err:
             raise errors.from_rpc_error(err, run_id) from None
+        if not principal.all_projects:  # a project-scoped admin sees its projects' events only
+            kept = [e for e in answer.events if principal.sees(e.project_id)]
+            del answer.events[:]
+            answer.events.extend(kept)
         return JSONResponse(message_to_json(answer))
 
     @app.get(

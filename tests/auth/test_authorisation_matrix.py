@@ -178,6 +178,15 @@ async def test_denials_land_in_the_audit_trail_with_actor_run_and_correlation_id
     kinds = [e["kind"] for e in budget.json()["events"] if e["run_id"] == "RUN-AUTH-B"]
     assert kinds[:2] == ["budget.reserved", "budget.committed"]
     assert budget.json()["events"][0]["actor"].endswith("via service")  # the end user, through the mesh
+    # a project-scoped admin sees only its projects' events
+    from smvm.auth import TokenFile
+
+    settings = world[0]
+    scoped_admin = TokenFile(settings.tokens_file).create("admin-of-a", "admin", ["PROJ-A"])
+    scoped = await client.get("/api/v1/audit", params={"run_id": "RUN-AUTH-B"}, headers=auth(scoped_admin))
+    assert scoped.status_code == 200 and scoped.json().get("events", []) == []
+    own = await client.get("/api/v1/audit", params={"run_id": "RUN-AUTH-A"}, headers=auth(scoped_admin))
+    assert own.json()["events"] and {e["project_id"] for e in own.json()["events"]} == {"PROJ-A"}
     # and the audit view itself is admin-only
     assert (await client.get("/api/v1/audit", params={"run_id": "RUN-AUTH-B"},
                              headers=auth(secrets["reader_ab"]))).status_code == 403

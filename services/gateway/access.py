@@ -141,6 +141,14 @@ class DefaultDenyMiddleware:
         self.protected_prefix = protected_prefix
 
     async def __call__(self, scope, receive, send) -> None:
+        # Whoever a route names as the end user (`require`) is forgotten when the request ends.
+        token = auth.acting_for("")
+        try:
+            await self._dispatch(scope, receive, send)
+        finally:
+            auth.reset_acting_for(token)
+
+    async def _dispatch(self, scope, receive, send) -> None:
         path, method = scope.get("path", ""), scope.get("method", "GET")
         if scope["type"] != "http" or not path.startswith(self.protected_prefix) or guarded(method, path):
             await self.app(scope, receive, send)

@@ -115,7 +115,8 @@ def _utc(value: str) -> dt.datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
-def _iso(value: dt.datetime) -> str:
+def iso_z(value: dt.datetime) -> str:
+    """RFC 3339 UTC to the second, as the token file stores times."""
     return value.astimezone(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -213,7 +214,7 @@ class TokenFile:
         secret = new_secret()
         now = now or dt.datetime.now(dt.timezone.utc)
         raw = {"name": name, "sha256": hash_token(secret), "role": role, "projects": list(projects),
-               "expires_at": _iso(expires_at) if expires_at else "", "revoked": False, "created_at": _iso(now)}
+               "expires_at": iso_z(expires_at) if expires_at else "", "revoked": False, "created_at": iso_z(now)}
         record = TokenRecord.parse(0, raw)
 
         def add(records: list[TokenRecord]) -> list[TokenRecord]:

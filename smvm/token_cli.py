@@ -13,7 +13,7 @@ import os
 import re
 import sys
 
-from smvm.auth import ROLES, TokenFile, dump_records
+from smvm.auth import ROLES, TokenFile, dump_records, iso_z
 from smvm.errors import InvalidArgument
 
 _DURATION = re.compile(r"^(\d+)([dhm])$")
@@ -38,7 +38,7 @@ def cmd_create(args) -> int:
     expires = dt.datetime.now(dt.timezone.utc) + parse_duration(args.expires_in) if args.expires_in else None
     secret = _file(args).create(args.name, args.role, args.project or ["*"], expires_at=expires)
     print(json.dumps({"name": args.name, "role": args.role, "projects": args.project or ["*"],
-                      "expires_at": expires.isoformat() if expires else "", "token": secret}, indent=2))
+                      "expires_at": iso_z(expires) if expires else "", "token": secret}, indent=2))
     print("store the token now: only its hash is kept", file=sys.stderr)
     return 0
 

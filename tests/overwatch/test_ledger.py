@@ -227,3 +227,32 @@ def test_usage_matches_a_model_and_reservations_fit_under_the_ceiling(tmp_path_f
         _, usage = ledger.usage(project_id="proj")
         assert usage.reserved.utility_evaluations == sum(a for _, a in held.values())
         assert usage.committed.utility_evaluations == sum(committed.values())
+
+
+def _reserve_in_another_process(db_path: str, first: int, count: int) -> int:
+    """Runs in a spawned process: its own ledger on the shared file; returns what it was granted."""
+    policy = load_policy({"budget": {"project": {"max_utility_evaluations": 10_000}}})
+    ledger = Ledger(LedgerStore(db_path), DEFAULT_PROCESS_DEFAULTS, policy)
+    granted = 0
+    for i in range(first, first + count):
+        try:
+            ledger.reserve(run_id=f"RUN-P{i}", project_id="proj", requested=Amounts(700))
+            granted += 700
+        except ResourceExhausted:
+            pass
+    return granted
+
+
+DEFAULT_PROCESS_DEFAULTS = BudgetDefaults(max_utility_evaluations=1_000, max_tokens_per_run=100)
+
+
+def test_processes_sharing_the_file_never_reserve_past_the_project_ceiling(tmp_path):
+    import multiprocessing
+
+    db_path = str(tmp_path / "overwatch.db")
+    LedgerStore(db_path).close()  # the schema exists before the processes race
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        granted = pool.starmap(_reserve_in_another_process, [(db_path, k * 10, 10) for k in range(4)])
+    assert sum(granted) == 14 * 700  # floor(10000 / 700), whichever processes won
+    ledger = make_ledger(tmp_path, max_utility_evaluations=10_000)
+    assert ledger.usage(project_id="proj")[1].reserved.utility_evaluations == 14 * 700

@@ -9,9 +9,9 @@ logs, graceful shutdown on SIGTERM / SIGINT.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
-import dataclasses
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable
 

@@ -96,8 +96,9 @@ def check_run_scope(request: Request, principal: Principal, run_id: str, project
 
 
 def check_submit_scope(request: Request, principal: Principal, project_id: str, run_id: str | None) -> None:
-    """A submission into a project outside the token's scope is refused (403: the caller named it)."""
-    if principal.sees(project_id):
+    """A submission into a project outside the token's scope is refused (403: the caller named it).
+    A missing project_id is left to validation, which names the field (400)."""
+    if not project_id or principal.sees(project_id):
         return
     audit_of(request).record("access.denied", actor=principal.name, run_id=run_id or "", project_id=project_id,
                              payload={"reason": "PROJECT_OUT_OF_SCOPE", "path": request.url.path, "answered": 403})

@@ -115,6 +115,14 @@ async def test_submission_matrix(world, role, project, expected):
         assert answer.json()["details"]["reason"] == reason
 
 
+async def test_a_scoped_submission_without_a_project_is_a_400_naming_the_field(world):
+    _, client, secrets, _ = world
+    data = body("PROJ-A", "RUN-AUTH-NOPROJ")
+    del data["project_id"]
+    answer = await client.post("/api/v1/validation/runs", json=data, headers=auth(secrets["submitter_a"]))
+    assert answer.status_code == 400 and answer.json()["details"]["field"] == "project_id"
+
+
 async def test_another_projects_run_answers_exactly_like_a_run_that_does_not_exist(world):
     _, client, secrets, _ = world
     hidden = await client.get("/api/v1/validation/RUN-AUTH-B/status", headers=auth(secrets["reader_a"]))

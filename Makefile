@@ -59,6 +59,7 @@ bench-tools:
 # A bounded fixed-rate load on the real mesh with rate limits on; fails on any loss (docs/reliability.md).
 soak: install
 	$(PY) benchmarks/soak.py --seconds 60
+	$(PY) benchmarks/ledger.py
 
 include k8s/k8s.mk
 

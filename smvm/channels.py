@@ -8,10 +8,13 @@ set per call by the caller; none is implied here.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from grpc import aio
 
+from smvm.auth import ServiceTokenClientInterceptor
 from smvm.interceptors import CorrelationClientInterceptor
+from smvm.tls import TlsFiles
 
 RETRY_SERVICE_CONFIG = {
     "loadBalancingConfig": [{"round_robin": {}}],
@@ -57,8 +60,43 @@ def addresses_of(address: str) -> list[str]:
     return [p.strip() for p in address.split(",") if p.strip()]
 
 
-def open_channel(address: str) -> aio.Channel:
-    """An insecure (loopback / in-mesh) channel with the standard options and interceptors."""
-    return aio.insecure_channel(
-        target_for(address), options=channel_options(), interceptors=[CorrelationClientInterceptor()]
-    )
+class _UnaryStreamOnly(aio.UnaryStreamClientInterceptor):
+    """grpc.aio files an interceptor under the first call kind it implements (unary-unary), so one
+    that also implements unary-stream must be registered a second time through this adapter, or
+    streaming calls (the simulation's) go out without its metadata."""
+
+    def __init__(self, inner: aio.UnaryStreamClientInterceptor):
+        self.inner = inner
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        return await self.inner.intercept_unary_stream(continuation, client_call_details, request)
+
+
+def _for_both_kinds(interceptor) -> list:
+    return [interceptor, _UnaryStreamOnly(interceptor)]
+
+
+@dataclass(frozen=True)
+class ClientSecurity:
+    """How a channel proves who it is: the mesh's service token and, for mTLS, its certificate."""
+
+    service_token: str = ""
+    tls: TlsFiles | None = None
+
+    @classmethod
+    def from_settings(cls, settings) -> "ClientSecurity":
+        return cls(service_token=settings.service_token, tls=TlsFiles.from_settings(settings))
+
+
+def open_channel(address: str, security: ClientSecurity | None = None) -> aio.Channel:
+    """A channel with the standard options and interceptors: plaintext (loopback, the dev default)
+    unless `security` carries TLS files; sending the service token when it has one."""
+    interceptors: list = _for_both_kinds(CorrelationClientInterceptor())
+    if security is not None:  # the service token when there is one, and the end user acted for
+        interceptors += _for_both_kinds(ServiceTokenClientInterceptor(security.service_token))
+    if security is not None and security.tls is not None:
+        return aio.secure_channel(
+            target_for(address), security.tls.channel_credentials(),
+            options=channel_options() + security.tls.channel_options(), interceptors=interceptors,
+        )
+    return aio.insecure_channel(target_for(address), options=channel_options(), interceptors=interceptors)

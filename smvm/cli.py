@@ -10,6 +10,7 @@
                                             competitors | market_size) through the gateway, or with
                                             --local straight into SMVM_RUNS_DIR/imports; prints the
                                             import id and the data-quality report
+    smvm token create NAME --role R [--project P] [--expires-in 30d] | revoke NAME | list
 
 The client commands talk to SMVM_GATEWAY_URL (default http://127.0.0.1:8080) with SMVM_TOKEN
 (default dev-admin-token, accepted by the dev profile).
@@ -29,7 +30,9 @@ from typing import Any
 
 import httpx
 
+from smvm import token_cli
 from smvm.config import load_settings
+from smvm.errors import SmvmError
 
 TERMINAL = {"DECISION_READY", "COMPLETED", "FAILED", "TIMEOUT"}
 
@@ -249,9 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--format", choices=("csv", "json", "jsonl"), help="default: from the file's extension")
     imp.add_argument("--local", action="store_true", help="import in this process into SMVM_RUNS_DIR (no gateway)")
     imp.set_defaults(func=cmd_import)
+    token_cli.add_commands(sub)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SmvmError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -68,6 +68,16 @@ class Settings(BaseSettings):
     api_tokens: str = Field(
         "", description="Comma-separated bearer tokens the gateway accepts (dev also accepts dev-admin-token)"
     )
+    tokens_file: str = Field(
+        "", description="Scoped, hashed bearer tokens (YAML/JSON; `smvm token create` writes it); empty = none"
+    )
+    service_token: str = Field(
+        "", description="The mesh's service token; when set every gRPC service requires it (or an admin token)"
+    )
+    tls_cert: str = Field("", description="PEM certificate of this process for mTLS between services; empty = plaintext")
+    tls_key: str = Field("", description="PEM private key matching tls_cert")
+    tls_ca: str = Field("", description="PEM CA bundle that signs every service's certificate (peers must present one)")
+    tls_server_name: str = Field("", description="Name to verify in servers' certificates instead of the dialled host")
     public_base_url: str = Field("http://127.0.0.1:8080", description="Base URL the gateway is reached at")
 
     numba_cache_dir: Path = Field(Path(".numba_cache"), description="numba's on-disk compile cache")

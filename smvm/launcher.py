@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from smvm.channels import addresses_of
 from smvm.config import DEFAULT_ADDRS, Settings
+from smvm.tls import TlsFiles
 
 STAGES = ("ingestion", "personas", "competitors", "simulation", "analysis", "overwatch")
 _PR_SET_PDEATHSIG = 1
@@ -134,10 +135,11 @@ class Mesh:
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         pending = dict(self.grpc_targets())
+        tls = TlsFiles.from_settings(self.settings)  # an mTLS mesh is probed with the mesh's certificate
         while pending:
             self._check_alive()
             for key, addr in list(pending.items()):
-                if _serving(addr):
+                if _serving(addr, tls):
                     del pending[key]
             if time.monotonic() > deadline:
                 raise MeshError(f"not SERVING after {timeout_s:.0f}s: {', '.join(pending)}")
@@ -187,9 +189,11 @@ class Mesh:
         self.stop()
 
 
-def _serving(address: str) -> bool:
+def _serving(address: str, tls: TlsFiles | None = None) -> bool:
     try:
-        with grpc.insecure_channel(address) as channel:
+        channel = (grpc.secure_channel(address, tls.channel_credentials(), options=tls.channel_options())
+                   if tls is not None else grpc.insecure_channel(address))
+        with channel:
             response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
             return response.status == health_pb2.HealthCheckResponse.SERVING
     except grpc.RpcError:

@@ -9,8 +9,10 @@ logs, graceful shutdown on SIGTERM / SIGINT.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
+from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable
 
 from grpc import aio
@@ -19,9 +21,11 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from smvm import logs
+from smvm.auth import AuthServerInterceptor, TokenRegistry
 from smvm.channels import MAX_MESSAGE_BYTES
 from smvm.config import Settings, load_settings
 from smvm.interceptors import server_interceptors
+from smvm.tls import TlsFiles
 
 log = logging.getLogger("smvm.server")
 
@@ -31,6 +35,22 @@ Hook = Callable[[], Awaitable[None]]
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass
+class ServerSecurity:
+    """Who may call a service (token registry; required when the mesh has a service token) and
+    whether it serves mTLS. The default (no tokens, no TLS) is the plaintext loopback of dev."""
+
+    registry: TokenRegistry | None = None
+    required: bool = False
+    tls: TlsFiles | None = None
+    on_denied: Callable[[dict], Awaitable[None]] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ServerSecurity":
+        return cls(registry=TokenRegistry.from_settings(settings), required=bool(settings.service_token),
+                   tls=TlsFiles.from_settings(settings))
 
 
 class ServiceHost:
@@ -46,6 +66,7 @@ class ServiceHost:
         on_start: Hook | None = None,
         on_stop: Hook | None = None,
         grace_s: float = 10.0,
+        security: ServerSecurity | None = None,
     ):
         self.name = name
         self.address = address
@@ -54,6 +75,7 @@ class ServiceHost:
         self._on_start = on_start
         self._on_stop = on_stop
         self.grace_s = grace_s
+        self.security = security or ServerSecurity()
         self.health = HealthServicer()
         self.server: aio.Server | None = None
         self.port: int | None = None
@@ -63,8 +85,13 @@ class ServiceHost:
 
     async def start(self) -> int:
         """Bind and start serving (health NOT_SERVING until warm); return the bound port."""
+        interceptors = server_interceptors()
+        if self.security.registry is not None:
+            auth = AuthServerInterceptor(self.security.registry, required=self.security.required,
+                                         on_denied=self.security.on_denied)
+            interceptors.insert(1, auth)  # after the correlation id is bound, before domain errors
         server = aio.server(
-            interceptors=server_interceptors(),
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -78,7 +105,10 @@ class ServiceHost:
             [*self._service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             server,
         )
-        port = server.add_insecure_port(self.address)
+        if self.security.tls is not None:
+            port = server.add_secure_port(self.address, self.security.tls.server_credentials())
+        else:
+            port = server.add_insecure_port(self.address)
         if not port:
             raise RuntimeError(f"{self.name}: cannot bind {self.address}")
         await server.start()
@@ -127,6 +157,8 @@ def run_service(
 
     async def main() -> None:
         host = build(settings)
+        # Tokens and TLS come from the settings; a denial hook the service installed is kept.
+        host.security = dataclasses.replace(ServerSecurity.from_settings(settings), on_denied=host.security.on_denied)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -19,14 +19,21 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import BaseModel
 
-from smvm import __version__, correlation
-from smvm.channels import open_channel
+from smvm import __version__, auth, correlation
+from smvm.auth import TokenRegistry
+from smvm.channels import ClientSecurity, open_channel
 from smvm.config import Settings
-from smvm.ids import check_id
-from smvm.v1 import ingestion_service_pb2 as ipb, ingestion_service_pb2_grpc as igrpc
-from smvm.v1 import validation_service_pb2 as vpb, validation_service_pb2_grpc as vgrpc
+from smvm.ids import check_id, run_id_from
+from smvm.v1 import (
+    ingestion_service_pb2 as ipb,
+    ingestion_service_pb2_grpc as igrpc,
+    overwatch_service_pb2 as opb,
+    overwatch_service_pb2_grpc as ogrpc,
+    validation_service_pb2 as vpb,
+    validation_service_pb2_grpc as vgrpc,
+)
 
-from services.gateway import errors
+from services.gateway import access, errors
 from services.gateway.errors import ApiError
 from services.gateway.jsonview import json_to_message, message_to_json
 from services.gateway.middleware import GatewayMiddleware
@@ -102,7 +109,8 @@ class Upstream:
         self.draining = False
 
     async def call(self, method: Callable[..., Awaitable[Message]], request: Message, endpoint: str, run_id: str | None) -> Message:
-        metadata = ((correlation.METADATA_KEY, correlation.get() or correlation.new_id()),)
+        metadata = ((correlation.METADATA_KEY, correlation.get() or correlation.new_id()),
+                    (auth.ACTOR_METADATA_KEY, auth.on_behalf_of()))
         try:
             return await method(request, timeout=TIMEOUTS_S[endpoint], metadata=metadata)
         except aio.AioRpcError as err:
@@ -123,24 +131,34 @@ def create_app(
     channel: aio.Channel | None = None,
     *,
     rate_limits_per_minute: dict[str, int] | None = None,
+    audit_channel: aio.Channel | None = None,
 ) -> FastAPI:
-    """The gateway app. With no `channel`, one to settings.orchestrator_addr is opened at startup
-    and closed at shutdown; a given channel belongs to the caller. `rate_limits_per_minute`
-    overrides the guide's limits (an empty dict disables them)."""
+    """The gateway app. With no `channel`, one to settings.orchestrator_addr (and one to
+    settings.overwatch_addr for the audit trail) is opened at startup and closed at shutdown; given
+    channels belong to the caller (with a `channel` but no `audit_channel`, denials are only logged).
+    `rate_limits_per_minute` overrides the guide's limits (an empty dict disables them)."""
+    security = ClientSecurity.from_settings(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         own = channel is None
-        upstream = Upstream(open_channel(settings.orchestrator_addr) if own else channel)
+        upstream = Upstream(open_channel(settings.orchestrator_addr, security) if own else channel)
+        own_audit = own and audit_channel is None
+        audit_to = open_channel(settings.overwatch_addr, security) if own_audit else audit_channel
         app.state.upstream = upstream
+        app.state.audit = access.AuditSink(audit_to)
+        app.state.overwatch = ogrpc.OverwatchServiceStub(audit_to) if audit_to is not None else None
         try:
             yield
         finally:
             upstream.draining = True
+            await app.state.audit.drain()
             if own:
                 await upstream.channel.close()
             if getattr(app.state, "ingestion_channel", None) is not None:
                 await app.state.ingestion_channel.close()
+            if own_audit:
+                await audit_to.close()
 
     app = FastAPI(
         title="SMVM validation API",
@@ -152,12 +170,22 @@ def create_app(
     # Tests may build the app without running its lifespan; the upstream then exists from the start.
     if channel is not None:
         app.state.upstream = Upstream(channel)
+        app.state.audit = access.AuditSink(audit_channel)
+        app.state.overwatch = ogrpc.OverwatchServiceStub(audit_channel) if audit_channel is not None else None
     errors.install(app)
+
+    async def on_denied(scope: dict, error: ApiError) -> None:
+        access.record_refusal(app.state.audit, scope, error)
+
+    # Added first, so it runs inside GatewayMiddleware, after the caller is authenticated.
+    app.add_middleware(access.DefaultDenyMiddleware, audit=lambda: app.state.audit)
     app.add_middleware(
         GatewayMiddleware,
         accepted_tokens=settings.accepted_tokens(),
         max_request_bytes=settings.max_request_bytes,
         rate_limiter=RateLimiter(rate_limits_per_minute),
+        registry=TokenRegistry.from_settings(settings),
+        on_denied=on_denied,
     )
 
     def upstream_of(request: Request) -> Upstream:
@@ -179,17 +207,19 @@ def create_app(
     async def submit(request: Request, body: SubmitRunBody, idempotency_key: Optional[str]) -> JSONResponse:  # type: ignore[valid-type]
         data = _body_dict(body)
         request.state.run_id = data.get("run_id") or None
+        principal = access.require(request, auth.SUBMIT, run_id=request.state.run_id)
         # Ids become path components downstream: refuse unsafe ones here, before any call.
         _checked("project_id", data.get("project_id") or "")
         if data.get("run_id"):
             _checked("run_id", data["run_id"])
+        access.check_submit_scope(request, principal, data.get("project_id", ""), request.state.run_id)
         if idempotency_key is not None:
             if not 1 <= len(idempotency_key) <= 255:
                 raise ApiError(400, "INVALID_ARGUMENT", "Idempotency-Key must be 1-255 characters",
                                details={"field": "Idempotency-Key", "reason": "INVALID_FIELD"})
             if not data.get("run_id"):
-                auth = request.headers.get("authorization", "")
-                data["run_id"] = _idempotent_run_id(hashlib.sha256(auth.encode()).hexdigest(), idempotency_key)
+                authorization = request.headers.get("authorization", "")
+                data["run_id"] = _idempotent_run_id(hashlib.sha256(authorization.encode()).hexdigest(), idempotency_key)
                 request.state.run_id = data["run_id"]
         message = json_to_message(data, vpb.SubmitRunRequest())
         upstream = upstream_of(request)
@@ -229,9 +259,48 @@ def create_app(
     ):
         if project_id:
             _checked("project_id", project_id)
-        message = vpb.ListRunsRequest(project_id=project_id or "", page_size=page_size or 0, page_token=page_token or "")
+        principal = access.require(request, auth.LIST)
         upstream = upstream_of(request)
+        if not principal.all_projects:
+            return JSONResponse(await scoped_list(upstream, principal, project_id, page_size, page_token))
+        message = vpb.ListRunsRequest(project_id=project_id or "", page_size=page_size or 0, page_token=page_token or "")
         answer = await upstream.call(upstream.validation.ListRuns, message, "list", None)
+        return JSONResponse(message_to_json(answer))
+
+    @app.get(
+        "/api/v1/audit", tags=["governance"],
+        summary="Admin view of the audit trail (access denials, budget events) of a run or a project",
+    )
+    async def audit_events(
+        request: Request,
+        run_id: Optional[str] = Query(None, max_length=128),
+        project_id: Optional[str] = Query(None, max_length=128),
+        kind_prefix: Optional[str] = Query(None, max_length=64),
+        page_size: Optional[int] = Query(None, ge=1, le=1000),
+        page_token: Optional[str] = Query(None, max_length=32),
+    ):
+        principal = access.require(request, auth.AUDIT)
+        if not run_id and not project_id and not kind_prefix:
+            raise ApiError(400, "INVALID_ARGUMENT", "run_id, project_id or kind_prefix is required",
+                           details={"field": "run_id", "reason": "REQUIRED"})
+        if run_id:
+            _checked("run_id", run_id)
+        if project_id:
+            _checked("project_id", project_id)
+        overwatch = request.app.state.overwatch
+        if overwatch is None:
+            raise ApiError(503, "UNAVAILABLE", "the audit trail is not connected", details={"reason": "NO_AUDIT_CHANNEL"})
+        metadata = ((correlation.METADATA_KEY, correlation.get() or correlation.new_id()),)
+        try:
+            answer = await overwatch.ListAuditEvents(opb.ListAuditEventsRequest(
+                run_id=run_id_from(run_id) if run_id else "", project_id=project_id or "", kind_prefix=kind_prefix or "",
+                page_size=page_size or 0, page_token=page_token or ""), timeout=TIMEOUTS_S["list"], metadata=metadata)
+        except aio.AioRpcError as err:
+            raise errors.from_rpc_error(err, run_id) from None
+        if not principal.all_projects:  # a project-scoped admin sees its projects' events only
+            kept = [e for e in answer.events if principal.sees(e.project_id)]
+            del answer.events[:]
+            answer.events.extend(kept)
         return JSONResponse(message_to_json(answer))
 
     @app.get(
@@ -241,8 +310,10 @@ def create_app(
     )
     async def run_status(request: Request, run_id: str):
         run_id = _path_id(run_id)
+        principal = access.require(request, auth.READ, run_id=run_id)
         upstream = upstream_of(request)
         answer = await upstream.call(upstream.validation.GetRunStatus, vpb.GetRunStatusRequest(run_id=run_id), "status", run_id)
+        access.check_run_scope(request, principal, run_id, answer.status.project_id)
         return JSONResponse(message_to_json(answer.status))
 
     @app.get(
@@ -252,8 +323,13 @@ def create_app(
     )
     async def run_results(request: Request, run_id: str):
         run_id = _path_id(run_id)
+        principal = access.require(request, auth.READ, run_id=run_id)
         upstream = upstream_of(request)
+        # The scope is checked on the run's status first: a run of another project that has no
+        # results yet must still answer 404, not the 409 its state would give.
+        await check_scope_of(request, principal, run_id)
         answer = await upstream.call(upstream.validation.GetRunResults, vpb.GetRunResultsRequest(run_id=run_id), "results", run_id)
+        access.check_run_scope(request, principal, run_id, answer.status.project_id)
         return JSONResponse(message_to_json(answer))
 
     @app.get(
@@ -264,13 +340,23 @@ def create_app(
     )
     async def run_report(request: Request, run_id: str, format: str = Query("html", pattern="^(html|markdown|pdf)$")):
         run_id = _path_id(run_id)
+        principal = access.require(request, auth.READ, run_id=run_id)
+        await check_scope_of(request, principal, run_id)
         upstream = upstream_of(request)
         answer = await upstream.call(upstream.validation.GetRunReport, vpb.GetRunReportRequest(run_id=run_id, format=format),
                                      "report", run_id)
         return Response(content=answer.content, media_type=answer.content_type)
+    async def check_scope_of(request: Request, principal: auth.Principal, run_id: str) -> None:
+        """For a project-scoped token, 404 before acting on a run of another project."""
+        if principal.all_projects:
+            return
+        upstream = upstream_of(request)
+        answer = await upstream.call(upstream.validation.GetRunStatus, vpb.GetRunStatusRequest(run_id=run_id), "status", run_id)
+        access.check_run_scope(request, principal, run_id, answer.status.project_id)
 
     async def complete(request: Request, run_id: str, body: Any) -> JSONResponse:
         run_id = _path_id(run_id)
+        await check_scope_of(request, access.require(request, auth.COMPLETE, run_id=run_id), run_id)
         message = json_to_message(_body_dict(body), vpb.CompleteRunRequest())
         message.run_id = run_id
         upstream = upstream_of(request)
@@ -297,6 +383,7 @@ def create_app(
     )
     async def finalize_run(request: Request, run_id: str, body: Optional[FinalizeRunBody] = None):  # type: ignore[valid-type]
         run_id = _path_id(run_id)
+        await check_scope_of(request, access.require(request, auth.FINALIZE, run_id=run_id), run_id)
         message = json_to_message(_body_dict(body), vpb.FinalizeRunRequest())
         message.run_id = run_id
         upstream = upstream_of(request)
@@ -313,9 +400,10 @@ def create_app(
         response_model=response_model(ipb.ImportGroundingResponse.DESCRIPTOR),
     )
     async def import_grounding(request: Request, body: ImportGroundingBody):  # type: ignore[valid-type]
+        access.require(request, auth.SUBMIT)
         message = json_to_message(_body_dict(body), ipb.ImportGroundingRequest())
         if getattr(request.app.state, "ingestion_channel", None) is None:
-            request.app.state.ingestion_channel = open_channel(settings.ingestion_addr)
+            request.app.state.ingestion_channel = open_channel(settings.ingestion_addr, security)
         upstream = upstream_of(request)
         stub = igrpc.IngestionServiceStub(request.app.state.ingestion_channel)
         answer: ipb.ImportGroundingResponse = await upstream.call(stub.ImportGrounding, message, "imports", None)
@@ -346,4 +434,31 @@ def _document_grounding_refs(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+async def scoped_list(upstream: Upstream, principal: auth.Principal, project_id: str | None, page_size: int | None,
+                      page_token: str | None) -> dict:
+    """ListRuns for a project-scoped token: only its projects, newest first, paged here. A project
+    outside the scope lists as empty, like a project with no runs."""
+    projects = sorted(principal.projects) if not project_id else ([project_id] if principal.sees(project_id) else [])
+    size = page_size or 50
+    try:
+        offset = int(page_token or 0)
+        if offset < 0:
+            raise ValueError
+    except ValueError:
+        raise ApiError(400, "INVALID_ARGUMENT", "page_token is not a token this service issued",
+                       details={"field": "page_token", "reason": "INVALID_FIELD"}) from None
+    runs: list = []
+    for project in projects:
+        token = ""
+        while True:  # every run of the project, a page of 500 at a time
+            answer = await upstream.call(upstream.validation.ListRuns, vpb.ListRunsRequest(
+                project_id=project, page_size=500, page_token=token), "list", None)
+            runs.extend(answer.runs)
+            token = answer.next_page_token
+            if not token:
+                break
+    runs.sort(key=lambda r: (r.created_at.seconds, r.created_at.nanos, r.run_id), reverse=True)
+    page = runs[offset: offset + size]
+    next_token = str(offset + size) if offset + size < len(runs) else ""
+    return message_to_json(vpb.ListRunsResponse(runs=page, next_page_token=next_token))
 

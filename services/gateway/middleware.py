@@ -10,13 +10,14 @@ route (and the gRPC client interceptor) runs under.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 import time
 from typing import Any, Awaitable, Callable
 
 from smvm import correlation
+from smvm.auth import TokenRegistry, bearer
+from smvm.errors import Unauthenticated, Unavailable
 
 from services.gateway.errors import ApiError
 from services.gateway.ratelimit import RateLimiter, endpoint_of
@@ -53,9 +54,14 @@ class GatewayMiddleware:
         max_request_bytes: int,
         rate_limiter: RateLimiter | None = None,
         protected_prefix: str = "/api/",
+        registry: TokenRegistry | None = None,
+        on_denied: Callable[[Scope, ApiError], Awaitable[None]] | None = None,
     ):
         self.app = app
         self.accepted_tokens = tuple(accepted_tokens)
+        # Scoped tokens (smvm.auth); without a registry only `accepted_tokens` pass, as admins.
+        self.registry = registry or TokenRegistry(legacy_admin_tokens=frozenset(accepted_tokens))
+        self.on_denied = on_denied
         self.max_request_bytes = max_request_bytes
         self.rate_limiter = rate_limiter
         self.protected_prefix = protected_prefix
@@ -103,6 +109,8 @@ class GatewayMiddleware:
             return None, receive
         client, refusal = self._authenticate(scope)
         if refusal is not None:
+            if self.on_denied is not None:
+                await self.on_denied(scope, refusal)
             return refusal, receive
         if self.rate_limiter is not None and (endpoint := endpoint_of(method, path)) is not None:
             wait_s = self.rate_limiter.acquire(client, endpoint)
@@ -119,26 +127,26 @@ class GatewayMiddleware:
         return None, receive
 
     def _authenticate(self, scope: Scope) -> tuple[str, ApiError | None]:
-        authorization = _header(scope, b"authorization") or ""
-        scheme, _, credentials = authorization.partition(" ")
-        credentials = credentials.strip()
-        if scheme.lower() != "bearer" or not credentials:
+        """Who is calling (the principal lands in scope state for the routes); 401 naming why not."""
+        secret = bearer(_header(scope, b"authorization") or "")
+        if not secret:
             return "", ApiError(
                 401, "UNAUTHENTICATED", "a bearer token is required",
                 details={"reason": "MISSING_TOKEN"}, headers={"WWW-Authenticate": 'Bearer realm="smvm"'},
             )
-        presented = credentials.encode()
-        # Compare against every token so the time taken does not reveal which one nearly matched.
-        matched = False
-        for accepted in self.accepted_tokens:
-            matched |= hmac.compare_digest(presented, accepted.encode())
-        if not matched:
+        try:
+            principal = self.registry.authenticate(secret)
+        except Unavailable as exc:
+            return "", ApiError(503, "UNAVAILABLE", exc.message, details={"reason": exc.reason},
+                                headers={"Retry-After": "1"})
+        except Unauthenticated as exc:
             return "", ApiError(
-                401, "UNAUTHENTICATED", "the bearer token is not valid",
-                details={"reason": "INVALID_TOKEN"},
+                401, "UNAUTHENTICATED", exc.message if exc.reason != "INVALID_TOKEN" else "the bearer token is not valid",
+                details={"reason": exc.reason},
                 headers={"WWW-Authenticate": 'Bearer realm="smvm", error="invalid_token"'},
             )
-        return hashlib.sha256(presented).hexdigest()[:16], None
+        scope.setdefault("state", {})["principal"] = principal
+        return hashlib.sha256(secret.encode()).hexdigest()[:16], None
 
     async def _check_body(self, scope: Scope, receive: Receive) -> tuple[ApiError | None, Receive]:
         declared = _header(scope, b"content-length")

@@ -20,7 +20,7 @@ import grpc
 from google.protobuf import json_format
 
 from smvm import correlation
-from smvm.channels import addresses_of, open_channel
+from smvm.channels import ClientSecurity, addresses_of, open_channel
 from smvm.config import Settings
 from smvm.v1 import (
     analysis_service_pb2,
@@ -66,7 +66,7 @@ class StageClients:
 
     def __init__(self, settings: Settings):
         self._channels = {
-            name: open_channel(settings.addr(name))
+            name: open_channel(settings.addr(name), ClientSecurity.from_settings(settings))
             for name in ("ingestion", "personas", "competitors", "simulation", "analysis", "overwatch")
         }
         self.ingestion = ingestion_service_pb2_grpc.IngestionServiceStub(self._channels["ingestion"])
@@ -183,19 +183,24 @@ class Pipeline:
             max_utility_evaluations=self.settings.max_utility_evaluations,
         )
         rundir.write_json("outputs/simulation.config.json", to_dict(sim_config))
-        budget = await self._call(ctx, "simulation", lambda t: self.clients.overwatch.CheckBudget(
-            overwatch_service_pb2.CheckBudgetRequest(
-                run_id=ctx.run_id, project_id=ctx.project_id,
-                requested_utility_evaluations=planned_utility_evaluations(sim_config),
-                max_tokens_per_run=cfg.max_tokens_per_run,
-                max_utility_evaluations=self.settings.max_utility_evaluations),
+        reservation = await self._reserve_budget(ctx, sim_config)
+        try:
+            result = await self._simulate(ctx, sim_config)
+        except BaseException as exc:
+            await self._release_budget(ctx, reservation.reservation_id, f"simulation did not finish: {type(exc).__name__}")
+            raise
+        settled = await self._call(ctx, "simulation", lambda t: self.clients.overwatch.CommitBudget(
+            overwatch_service_pb2.CommitBudgetRequest(
+                reservation_id=reservation.reservation_id,
+                actual=overwatch_service_pb2.ResourceAmounts(
+                    utility_evaluations=result.utility_evaluations, cpu_seconds=result.kernel_seconds)),
             timeout=t), cap)
-        result = await self._simulate(ctx, sim_config)
+        budget_warnings = [*reservation.warnings, *settled.warnings]
         rundir.write_json("outputs/simulation.result.json", to_dict(result))
         self._done(ctx, "simulation", {"iterations": result.iterations,
                                        "utility_evaluations": result.utility_evaluations,
                                        "kernel_seconds": round(result.kernel_seconds, 4),
-                                       "budget_warnings": list(budget.warnings)})
+                                       "budget_warnings": budget_warnings})
 
         self._start(ctx, "analysis")
         analysis = await self._call(ctx, "analysis", lambda t: self.clients.analysis.Analyze(
@@ -218,8 +223,9 @@ class Pipeline:
         self._start(ctx, "overwatch")
         review_response = await self._call(ctx, "overwatch", lambda t: self.clients.overwatch.ReviewDecision(
             overwatch_service_pb2.ReviewDecisionRequest(
-                run_id=ctx.run_id, idea=ctx.idea, decision=decision, bias_report=personas.bias_report,
-                personas=personas.personas, simulation=without_samples(result)),
+                run_id=ctx.run_id, project_id=ctx.project_id, idea=ctx.idea, decision=decision,
+                bias_report=personas.bias_report,
+                personas=personas.personas, simulation=without_samples(result), planned_iterations=sim_config.iterations),
             timeout=t), cap)
         review = review_response.review
         verdict = short_enum(decision_pb2.ReviewVerdict.Name(review.verdict), "REVIEW_VERDICT_")
@@ -229,12 +235,42 @@ class Pipeline:
         if analysis.summary_json:
             summary["analysis"] = json.loads(analysis.summary_json)
         rundir.write_json("reports/validation_summary.json", summary)
-        self._done(ctx, "overwatch", {"verdict": verdict, "reasons": [r.code for r in review.reasons]})
+        self._done(ctx, "overwatch", {"verdict": verdict, "reasons": decision_doc["review"]["reasons"],
+                                      "policy_version": review.policy_version, "released": decision_doc["released"]})
         self.store.update(
             ctx.run_id, "run.decision_ready", state="DECISION_READY", current_stage="", progress=1.0,
             recommendation=recommendation, review_verdict=verdict,
             payload={"recommendation": recommendation, "confidence": decision.confidence, "verdict": verdict},
         )
+
+    # ------------------------------------------------------------------ budget (overwatch's ledger)
+    async def _reserve_budget(self, ctx: RunContext, sim_config) -> overwatch_service_pb2.ReserveBudgetResponse:
+        """Hold the simulation's compute before it starts: RESOURCE_EXHAUSTED fails the run here, never
+        half-way. A reservation near a ceiling comes back with the guide's resource_constraint alerts."""
+        reservation = await self._call(ctx, "simulation", lambda t: self.clients.overwatch.ReserveBudget(
+            overwatch_service_pb2.ReserveBudgetRequest(
+                run_id=ctx.run_id, project_id=ctx.project_id, purpose="simulation",
+                requested=overwatch_service_pb2.ResourceAmounts(
+                    utility_evaluations=planned_utility_evaluations(sim_config)),
+                max_tokens_per_run=ctx.configuration.max_tokens_per_run,
+                max_utility_evaluations=self.settings.max_utility_evaluations,
+                ttl_seconds=max(0.0, ctx.deadline - time.monotonic()) + 60.0),
+            timeout=t), self.settings.stage_timeout_s)
+        self.store.update(ctx.run_id, "budget.reserved", payload={
+            "reservation_id": reservation.reservation_id, "utilisation": round(reservation.utilisation, 4),
+            "warnings": list(reservation.warnings)})
+        for warning in reservation.warnings:
+            self.store.update(ctx.run_id, "alert.resource_constraint", payload={"alert": warning})
+        return reservation
+
+    async def _release_budget(self, ctx: RunContext, reservation_id: str, reason: str) -> None:
+        """Give an unspent reservation back; a failure here only delays it until the reservation expires."""
+        try:
+            remaining = max(1.0, min(self.settings.stage_timeout_s, ctx.deadline - time.monotonic()))
+            await self.clients.overwatch.ReleaseBudget(
+                overwatch_service_pb2.ReleaseBudgetRequest(reservation_id=reservation_id, reason=reason), timeout=remaining)
+        except grpc.aio.AioRpcError as err:
+            log.warning("could not release budget reservation %s: %s", reservation_id, err.code().name)
 
     async def _simulate(self, ctx: RunContext, config: simulation_pb2.SimulationConfig) -> simulation_pb2.SimulationResult:
         shards = self.settings.simulation_shards or self.clients.simulation_replicas

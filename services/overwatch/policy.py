@@ -27,6 +27,10 @@ DEFAULT_POLICY_PATH = Path(__file__).resolve().parent / "policy.yaml"
 _BOUNDS: tuple[tuple[str, float, float], ...] = (
     ("budget.default_max_tokens_per_run", 1, math.inf),
     ("budget.warn_fraction", 0.0, 1.0),
+    ("budget.reservation_ttl_s", 1, math.inf),
+    ("budget.project.max_utility_evaluations", 0, math.inf),
+    ("budget.project.max_tokens", 0, math.inf),
+    ("budget.project.max_cpu_seconds", 0, math.inf),
     ("review.bias.default_segment_cap", 0.0, 1.0),
     ("review.bias.optimism_tolerance", 0.0, math.inf),
     ("review.bias.max_optimistic_weight", 0.0, 1.0),
@@ -81,7 +85,11 @@ def _validate(policy: OverwatchPolicy) -> None:
             raise InvalidArgument(f"policy.{dotted}", f"must be in [{low}, {high}], got {value}")
     if policy.num("review.simulation.veto_min_iterations") > policy.num("review.simulation.min_iterations"):
         raise InvalidArgument("policy.review.simulation", "veto_min_iterations must not exceed min_iterations")
-    for dotted in ("review.veto_recommendations", "review.bias.severe_controls"):
+    if policy.get("budget.project.period") not in ("month", "day"):
+        raise InvalidArgument("policy.budget.project.period", "must be month or day")
+    if not isinstance(policy.get("budget.projects"), Mapping):
+        raise InvalidArgument("policy.budget.projects", "must be a mapping of project_id to ceilings")
+    for dotted in ("review.veto_recommendations", "review.bias.severe_controls", "review.evidence.data_quality_warnings"):
         value = policy.get(dotted)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise InvalidArgument(f"policy.{dotted}", "must be a list of strings")

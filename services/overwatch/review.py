@@ -63,6 +63,8 @@ def validate(request: pb.ReviewDecisionRequest) -> None:
         raise InvalidArgument("personas.weight", "persona weights sum to 0")
     if request.simulation.iterations < 0:
         raise InvalidArgument("simulation.iterations", f"must not be negative, got {request.simulation.iterations}")
+    if request.planned_iterations < 0:
+        raise InvalidArgument("planned_iterations", f"must not be negative, got {request.planned_iterations}")
 
 
 class _Rules:
@@ -209,7 +211,13 @@ class _Rules:
                 out.append(Finding("evidence.neutral_criteria",
                                    f"criteria without evidence ({', '.join(names)}) carry {neutral:.2f} of the weight "
                                    f"> {limit:g}", WARNING))
-        out += [Finding("input.warning", warning, INFO) for warning in self.request.idea.warnings]
+        serious = tuple(str(w) for w in policy.get("review.evidence.data_quality_warnings"))
+        for warning in self.request.idea.warnings:
+            kind = ":".join(warning.split(":", 2)[:2])
+            if kind in serious:
+                out.append(Finding("input.data_quality", f"data-quality warning from ingestion: {warning}", WARNING))
+            else:
+                out.append(Finding("input.warning", warning, INFO))
         return out
 
     # ------------------------------------------------------------------ simulation size and spread
@@ -224,6 +232,11 @@ class _Rules:
         elif iterations < abstain_min:
             out.append(Finding("simulation.few_iterations",
                                f"{iterations} Monte Carlo iterations < {abstain_min}", WARNING))
+        planned = self.request.planned_iterations
+        if 0 < iterations < planned:
+            out.append(Finding("simulation.cut_short",
+                               f"the simulation ran {iterations} of {planned} planned iterations: a budget or a "
+                               "deadline cut it short", WARNING))
         if simulation.month_stats:
             revenue = simulation.month_stats[-1].revenue_usd
             spread = relative_spread(revenue.p10, revenue.p50, revenue.p90)

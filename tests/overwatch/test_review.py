@@ -101,6 +101,10 @@ ABSTAINS = {
     "top-down and simulated SOM disagree": (lambda r, p: setattr(r.decision.market, "disagreement", True),
                                             "evidence.som_disagreement"),
     "no bias report": (lambda r, p: r.ClearField("bias_report"), "bias.report_missing"),
+    "a budget cut the simulation short": (lambda r, p: setattr(r, "planned_iterations", 2_000), "simulation.cut_short"),
+    "data-quality warning from ingestion": (
+        lambda r, p: r.idea.warnings.append("market_size:missing: no TAM/SAM/SOM given; later stages use domain priors"),
+        "input.data_quality"),
 }
 
 
@@ -211,3 +215,33 @@ def test_a_light_optimistic_tail_is_a_note_not_a_veto(healthy_go, persona):
     assert review.verdict == APPROVE
     assert [(r.code, r.severity) for r in review.reasons] == [("bias.optimism", "info")]
     assert "hold 0.150 of the weight (tail)" in review.reasons[0].message
+
+
+# The issue's reasons, each mapped to the rule codes that carry it; every code has a known-answer
+# test above, so no reason can lose its test without this failing.
+ISSUE_REASONS = {
+    ("abstain", "confidence interval too wide"): ["simulation.wide_outcome_spread", "evidence.low_confidence"],
+    ("abstain", "data-quality warnings"): ["input.data_quality", "evidence.few_personas", "evidence.neutral_criteria"],
+    ("abstain", "budget cut the simulation short"): ["simulation.cut_short", "simulation.few_iterations"],
+    ("veto", "bias audit failed"): ["bias.segment_cap", "bias.optimism", "bias.weights"],
+    ("veto", "policy violated"): ["decision.composite_mismatch", "decision.go_below_band", "decision.gate_rejected",
+                                  "simulation.too_small"],
+    ("veto", "show-stopping risk"): ["risk.npv_show_stopper", "decision.go_without_demand"],
+}
+
+
+@pytest.mark.parametrize("verdict,reason", list(ISSUE_REASONS))
+def test_every_reason_of_the_issue_has_a_rule_with_a_known_answer_test(verdict, reason):
+    tested = {code for _, code in (VETOES if verdict == "veto" else ABSTAINS).values()}
+    assert set(ISSUE_REASONS[(verdict, reason)]) <= tested
+
+
+def test_a_simulation_that_ran_as_planned_is_not_cut_short(healthy_go):
+    healthy_go.planned_iterations = healthy_go.simulation.iterations
+    assert review_decision(healthy_go).review.verdict == APPROVE
+
+
+def test_the_cut_short_reason_states_the_numbers(healthy_go):
+    healthy_go.planned_iterations = 4_000
+    (reason,) = review_decision(healthy_go).review.reasons
+    assert reason.message == "the simulation ran 1000 of 4000 planned iterations: a budget or a deadline cut it short"

@@ -14,8 +14,9 @@ from services.overwatch.servicer import build_host
 
 
 @pytest.fixture
-async def overwatch():
-    host = build_host(Settings(profile="test", grace_period_s=1, max_utility_evaluations=1_000_000), "127.0.0.1:0")
+async def overwatch(tmp_path):
+    settings = Settings(profile="test", grace_period_s=1, max_utility_evaluations=1_000_000, runs_dir=tmp_path)
+    host = build_host(settings, "127.0.0.1:0")
     port = await host.start()
     await host.ready.wait()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -53,3 +54,44 @@ async def test_review_decision_rejects_a_decision_without_a_recommendation(overw
         await overwatch.ReviewDecision(healthy_go, timeout=5)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "decision.recommendation" in err.value.details()
+
+
+async def test_concurrent_reservations_over_grpc_never_exceed_the_project_ceiling(tmp_path):
+    import asyncio
+
+    from services.overwatch.policy import load_policy
+
+    policy = load_policy({"budget": {"project": {"max_utility_evaluations": 10_000}}})
+    settings = Settings(profile="test", grace_period_s=1, max_utility_evaluations=1_000_000, runs_dir=tmp_path)
+    host = build_host(settings, "127.0.0.1:0", policy=policy)
+    port = await host.start()
+    await host.ready.wait()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.OverwatchServiceStub(channel)
+
+            async def reserve(i: int) -> int:
+                try:
+                    await stub.ReserveBudget(pb.ReserveBudgetRequest(
+                        run_id=f"RUN-C{i}", project_id="proj",
+                        requested=pb.ResourceAmounts(utility_evaluations=300)), timeout=30)
+                    return 300
+                except grpc.aio.AioRpcError as err:
+                    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.details()
+                    return 0
+
+            granted = await asyncio.gather(*(reserve(i) for i in range(60)))
+            assert sum(granted) == 33 * 300  # floor(10000 / 300)
+            usage = await stub.GetUsage(pb.GetUsageRequest(project_id="proj"), timeout=5)
+            assert usage.project_usage.reserved.utility_evaluations == 9_900
+            assert usage.project_usage.ceilings.utility_evaluations == 10_000
+            refused = await stub.ListAuditEvents(
+                pb.ListAuditEventsRequest(project_id="proj", kind_prefix="budget.refused", page_size=20), timeout=5)
+            assert len(refused.events) == 20 and refused.next_page_token
+            rest = await stub.ListAuditEvents(pb.ListAuditEventsRequest(
+                project_id="proj", kind_prefix="budget.refused", page_size=20, page_token=refused.next_page_token),
+                timeout=5)
+            assert len(rest.events) == 7 and not rest.next_page_token
+            assert rest.events[0].sequence > refused.events[-1].sequence
+    finally:
+        await host.stop(0)

@@ -50,8 +50,9 @@ def validate(request: pb.ReviewDecisionRequest) -> None:
     if not request.HasField("decision"):
         raise InvalidArgument("decision", "is required")
     decision = request.decision
-    if decision.recommendation == decision_pb2.RECOMMENDATION_UNSPECIFIED:
-        raise InvalidArgument("decision.recommendation", "is required (GO, PIVOT or KILL)")
+    known = {v.number for v in decision_pb2.Recommendation.DESCRIPTOR.values}
+    if decision.recommendation == decision_pb2.RECOMMENDATION_UNSPECIFIED or decision.recommendation not in known:
+        raise InvalidArgument("decision.recommendation", "is required and must be GO, PIVOT or KILL")
     _check_number("decision.confidence", decision.confidence, 0.0, 1.0)
     _check_number("decision.composite_score", decision.composite_score, 0.0, 100.0)
     for i, criterion in enumerate(decision.criteria):

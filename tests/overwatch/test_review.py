@@ -182,6 +182,7 @@ def test_an_invalid_policy_names_the_threshold():
         (lambda r: r.ClearField("decision"), "decision"),
         (lambda r: setattr(r.decision, "recommendation", decision_pb2.RECOMMENDATION_UNSPECIFIED),
          "decision.recommendation"),
+        (lambda r: setattr(r.decision, "recommendation", 99), "decision.recommendation"),  # unknown enum value
         (lambda r: setattr(r.decision, "confidence", 1.5), "decision.confidence"),
         (lambda r: setattr(r.decision, "composite_score", float("nan")), "decision.composite_score"),
         (lambda r: setattr(r.decision.criteria[2], "score", 101.0), "decision.criteria[2].score"),

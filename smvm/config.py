@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     profile: str = Field("dev", description="dev | test | ci | prod; selects configs/<profile>.yaml")
     runs_dir: Path = Field(Path("runs"), description="Root of runs/{project_id}/validation/{run_id}/")
     log_level: str = Field("INFO", description="Python logging level name")
+    database_url: str = Field(
+        "",
+        description="Store database: postgresql://user:pass@host:port/db, or sqlite:////abs/path.db; "
+        "empty = the embedded SQLite file smvm.db inside runs_dir",
+    )
 
     orchestrator_addr: str = DEFAULT_ADDRS["orchestrator"]
     ingestion_addr: str = DEFAULT_ADDRS["ingestion"]

@@ -141,13 +141,43 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
 
     # ------------------------------------------------------------------ lifecycle
     def recover(self) -> None:
-        """Runs left active by a previous process cannot be resumed yet: end them visibly."""
+        """Start-up: resume every run a previous process left unfinished, from its last completed stage."""
         for record in self.store.load():
-            self.store.update(
-                record.run_id, "run.failed", state="FAILED",
-                error="interrupted: the orchestrator restarted during the run; resubmit with a new run_id",
-                payload={"reason": "orchestrator_restart"},
-            )
+            try:
+                ctx = self._resume_context(record)
+            except Exception as exc:  # nothing to resume from: end the run visibly, never leave it RUNNING
+                log.exception("cannot resume run %s", record.run_id)
+                self.store.update(
+                    record.run_id, "run.failed", state="FAILED",
+                    error=f"interrupted: the orchestrator restarted and the run cannot be resumed ({exc}); "
+                    "resubmit with a new run_id",
+                    payload={"reason": "orchestrator_restart"},
+                )
+                continue
+            done = [s for s, state in record.stage_results.items() if state == "completed"]
+            self.store.update(record.run_id, "run.resumed", payload={"completed_stages": done})
+            log.info("resuming run %s after %s", record.run_id, done[-1] if done else "nothing")
+            self._launch(ctx)
+
+    def _resume_context(self, record: RunRecord) -> RunContext:
+        stored = self.store.stage_output(record.run_id, "ingestion")
+        if stored is not None:
+            idea = idea_pb2.Idea.FromString(stored)
+        else:  # a run from before the database kept stage outputs
+            idea = json_format.ParseDict(self.store.rundir(record.run_id).read_json("idea.input.json")["idea"], idea_pb2.Idea())
+        configuration = json_format.ParseDict(record.configuration, run_pb2.RunConfiguration())
+        # The run's deadline is wall-clock from its creation: time spent down counts against it.
+        created = parse_time(record.created_at)
+        remaining = created.timestamp() + record.timeout_seconds - time.time()
+        return RunContext(
+            run_id=record.run_id, project_id=record.project_id, idea=idea, configuration=configuration,
+            seed=record.seed, deadline=time.monotonic() + remaining, correlation_id=record.correlation_id,
+        )
+
+    def _launch(self, ctx: RunContext) -> None:
+        task = asyncio.create_task(self.pipeline.execute(ctx), name=f"run:{ctx.run_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def shutdown(self) -> None:
         for task in list(self._tasks):
@@ -211,16 +241,16 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
             rundir = RunDirectory(self.settings.runs_dir, project_id, run_id)
             response = self._submit_response(record, rundir, idea)
             record.submit_response = json_format.MessageToDict(response, preserving_proto_field_name=True)
-            self.store.create(record, rundir, actor=record.initiated_by or "tractionbuild")
+            self.store.create(
+                record, rundir, actor=record.initiated_by or "tractionbuild",
+                stage_outputs={"ingestion": idea.SerializeToString(deterministic=True)},
+            )
             rundir.write_json("idea.input.json", {"source_shape": shape, "idea": to_dict(idea)})
 
-        ctx = RunContext(
+        self._launch(RunContext(
             run_id=run_id, project_id=project_id, idea=idea, configuration=configuration, seed=seed,
-            deadline=time.monotonic() + configuration.timeout_seconds,
-        )
-        task = asyncio.create_task(self.pipeline.execute(ctx), name=f"run:{run_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            deadline=time.monotonic() + configuration.timeout_seconds, correlation_id=record.correlation_id,
+        ))
         return response
 
     def _replay(self, existing: RunRecord, digest: str) -> vpb.SubmitRunResponse:
@@ -385,7 +415,7 @@ def final_go_no_go(decision_doc: dict) -> tuple[str, list[str]]:
 
 
 def build_host(settings: Settings, address: str | None = None) -> ServiceHost:
-    store = RunStore(settings.runs_dir)
+    store = RunStore(settings.runs_dir, database_url=settings.database_url)
     holder: dict = {}
 
     def register(server) -> list[str]:

@@ -142,6 +142,11 @@ class Database:
         cursor.execute("BEGIN IMMEDIATE")
         try:
             yield Transaction(self, cursor)
+        except sqlite3.IntegrityError as err:
+            conn.rollback()
+            if "UNIQUE constraint" in str(err):
+                raise AlreadyExists(str(err), reason="CONFLICT") from err
+            raise
         except BaseException:
             conn.rollback()
             raise

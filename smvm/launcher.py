@@ -74,6 +74,8 @@ class Mesh:
         self.extra_env = extra_env or {}
         self.python = python
         self.processes: dict[str, subprocess.Popen] = {}
+        # How each process was started (module, environment), so that one can be started again.
+        self._specs: dict[str, tuple[str, dict[str, str]]] = {}
         self._logs: list[IO] = []
 
     @property
@@ -98,6 +100,7 @@ class Mesh:
             fh = open(self.log_dir / f"{key}.log", "ab")
             self._logs.append(fh)
             stderr = fh
+        self._specs[key] = (module, env)
         self.processes[key] = subprocess.Popen(
             [self.python, "-m", f"services.{module}"],
             env=env,
@@ -124,6 +127,26 @@ class Mesh:
         except BaseException:
             self.stop()
             raise
+
+    def kill(self, key: str) -> int:
+        """SIGKILL one process (a crash, no drain) and reap it; return its exit code."""
+        proc = self.processes[key]
+        proc.kill()
+        return proc.wait()
+
+    def restart(self, key: str, timeout_s: float = 120.0) -> None:
+        """Start a stopped process again with its original settings and wait until it is SERVING."""
+        if self.processes[key].poll() is None:
+            raise MeshError(f"{key} is still running")
+        module, env = self._specs[key]
+        self._spawn(key, module, env)
+        target = self.grpc_targets().get(key)
+        deadline = time.monotonic() + timeout_s
+        while target is not None and not _serving(target):
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise MeshError(f"{key} not SERVING {timeout_s:.0f}s after restart")
+            time.sleep(0.1)
 
     def grpc_targets(self) -> dict[str, str]:
         targets = {name: self.addresses[name] for name in STAGES if name != "simulation"}

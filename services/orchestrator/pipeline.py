@@ -139,6 +139,7 @@ class Pipeline:
         budget_end = time.monotonic() + cap
         delay = RETRY_INITIAL_S
         attempts = 0
+        unavailable: grpc.aio.AioRpcError | None = None
         while True:
             attempts += 1
             ends = min(budget_end, ctx.deadline)
@@ -147,13 +148,17 @@ class Pipeline:
             try:
                 return await coro_fn(max(0.001, ends - time.monotonic()))
             except grpc.aio.AioRpcError as err:
-                if err.code() != grpc.StatusCode.UNAVAILABLE:
+                code = err.code()
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    unavailable = err
+                elif code != grpc.StatusCode.DEADLINE_EXCEEDED or unavailable is None:
                     raise stage_error(ctx, stage, err) from err
-                if time.monotonic() + delay >= ends:
-                    if time.monotonic() + delay >= ctx.deadline and ctx.deadline <= budget_end:
+                if time.monotonic() + delay >= ends or code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    if ends >= ctx.deadline:
                         raise asyncio.TimeoutError from err
                     raise StageFailed(
-                        stage, f"UNAVAILABLE for the whole stage budget of {cap:g}s ({attempts} attempts): {err.details()}"
+                        stage, f"UNAVAILABLE for the whole stage budget of {cap:g}s ({attempts} attempts): "
+                        f"{unavailable.details()}",
                     ) from err
                 log.warning("stage %s unavailable (attempt %d), retrying in %.2fs: %s", stage, attempts, delay, err.details())
                 await asyncio.sleep(delay)

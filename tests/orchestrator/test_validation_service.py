@@ -164,3 +164,19 @@ async def test_restart_keeps_finished_runs_and_resumes_interrupted_ones(mesh_fac
     # each stage completed exactly once: the finished ones were not called again
     completed = [e["payload"]["stage"] for e in events if e["type"] == "stage.completed"]
     assert completed == ["personas", "competitors", "simulation", "analysis", "overwatch"]
+
+
+async def test_a_stage_down_past_its_budget_fails_the_run_naming_it(mesh_factory):
+    async with mesh_factory(stage_timeout_s=2) as (settings, orchestrator, hosts):
+        personas = hosts[1]
+        await personas.stop(0)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator.port}") as channel:
+            stub = vgrpc.ValidationServiceStub(channel)
+            started = asyncio.get_running_loop().time()
+            await stub.SubmitRun(_request("RUN-DOWN"), timeout=10)
+            status = await _wait(stub, "RUN-DOWN", timeout_s=60)
+            waited = asyncio.get_running_loop().time() - started
+    assert status.state == run_pb2.RUN_STATE_FAILED
+    assert "personas" in status.error and "UNAVAILABLE" in status.error and "budget of 2s" in status.error
+    assert status.stage_results["personas"] == "failed"
+    assert 1.5 <= waited < 30  # retried for its budget, then gave up (never hangs)

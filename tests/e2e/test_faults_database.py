@@ -45,7 +45,15 @@ def test_database_outage_gives_503_and_loses_no_acknowledged_run(pg_mesh, cluste
             response = client.post("/api/v1/validation/runs", json=refused)
             assert response.status_code == 503, response.text
             assert response.headers.get("Retry-After")
-            time.sleep(2.0)  # the simulation may finish while the database is down
+            # Keep the database down until the simulation has finished and the run has found the
+            # database gone when committing its output: it must wait, not fail.
+            log = pg_mesh.log_dir / "orchestrator.log"
+            deadline = time.monotonic() + 120
+            while "waits for the database" not in log.read_text():
+                assert time.monotonic() < deadline, "the run never reached the database while it was down"
+                time.sleep(0.2)
+            code, body = status_of(client, in_flight)
+            assert code == 503, body
         finally:
             cluster.start()
 

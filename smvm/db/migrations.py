@@ -117,6 +117,37 @@ MIGRATIONS: tuple[Migration, ...] = (
                FOR EACH ROW EXECUTE FUNCTION smvm_events_append_only()""",
         ),
     ),
+    Migration(
+        2,
+        "memory graph: nodes, links, learned runs",
+        (
+            # kind: project | idea | persona | competitor | decision (also the retention data class).
+            """CREATE TABLE memory_nodes (
+                node_id TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                project_id TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                domain TEXT NOT NULL,
+                label TEXT NOT NULL,
+                data TEXT NOT NULL,
+                first_seen TEXT NOT NULL,
+                last_seen TEXT NOT NULL
+            )""",
+            "CREATE INDEX memory_nodes_by_kind ON memory_nodes (kind, domain)",
+            "CREATE INDEX memory_nodes_by_project ON memory_nodes (project_id, kind)",
+            "CREATE INDEX memory_nodes_by_age ON memory_nodes (kind, last_seen)",
+            """CREATE TABLE memory_edges (
+                src TEXT NOT NULL,
+                dst TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                PRIMARY KEY (src, dst, kind, run_id)
+            )""",
+            "CREATE INDEX memory_edges_by_dst ON memory_edges (dst, kind)",
+            "CREATE TABLE memory_learned_runs (run_id TEXT PRIMARY KEY, learned_at TEXT NOT NULL)",
+        ),
+    ),
 )
 
 

@@ -120,7 +120,7 @@ def events_of(mesh: Mesh, run_id: str) -> list[dict]:
 def undisturbed(mesh, client) -> dict:
     run_id = submit(client, payload())
     status, _ = wait_terminal(client, run_id)
-    assert status["status"] == "DECISION_READY", status
+    assert status["status"] == "DECISION_READY", (status["status"], status.get("error"))
     return outcome(mesh, run_id)
 
 
@@ -131,7 +131,7 @@ def test_killing_the_simulation_mid_run_and_restarting_it_gives_the_undisturbed_
     time.sleep(1.0)  # the stage is down for a while: the orchestrator retries within its budget
     mesh.restart("simulation-0")
     status, _ = wait_terminal(client, run_id)
-    assert status["status"] == "DECISION_READY", status
+    assert status["status"] == "DECISION_READY", (status["status"], status.get("error"))
     assert outcome(mesh, run_id) == undisturbed
     completed = [e["payload"]["stage"] for e in events_of(mesh, run_id) if e["type"] == "stage.completed"]
     assert completed == ["personas", "competitors", "simulation", "analysis", "overwatch"]
@@ -147,7 +147,7 @@ def test_killing_the_orchestrator_mid_run_and_restarting_it_resumes_the_run(mesh
     assert code == 503, body  # the gateway answers for the orchestrator while it is down
     mesh.restart("orchestrator")
     status, _ = wait_terminal(client, run_id)
-    assert status["status"] == "DECISION_READY", status
+    assert status["status"] == "DECISION_READY", (status["status"], status.get("error"))
     assert outcome(mesh, run_id) == undisturbed
     events = events_of(mesh, run_id)
     types = [e["type"] for e in events]

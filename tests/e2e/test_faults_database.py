@@ -58,7 +58,7 @@ def test_database_outage_gives_503_and_loses_no_acknowledged_run(pg_mesh, cluste
             cluster.start()
 
         status, _ = wait_terminal(client, in_flight)
-        assert status["status"] == "DECISION_READY", status
+        assert status["status"] == "DECISION_READY", (status["status"], status.get("error"))
         listed = {r["run_id"] for r in client.get("/api/v1/validation/runs", params={"page_size": 500}).json()["runs"]}
         assert {finished, in_flight} <= listed
         # the submission refused with 503 was never acknowledged, and left nothing behind

@@ -41,7 +41,7 @@ def free_port() -> int:
 
 def free_addresses(simulation_replicas: int = 1) -> dict[str, str]:
     """Loopback addresses on free ports for every process (a comma list for simulation replicas)."""
-    addrs = {name: f"127.0.0.1:{free_port()}" for name in DEFAULT_ADDRS if name != "memory"}
+    addrs = {name: f"127.0.0.1:{free_port()}" for name in DEFAULT_ADDRS}
     addrs["simulation"] = ",".join(f"127.0.0.1:{free_port()}" for _ in range(simulation_replicas))
     return addrs
 
@@ -122,6 +122,7 @@ class Mesh:
                 else:
                     self._spawn(name, name, env)
             self._spawn("orchestrator", "orchestrator", env)
+            self._spawn("memory", "memory", env)
             self._spawn("gateway", "gateway", env)
             self.wait_ready(timeout_s)
         except BaseException:
@@ -152,6 +153,7 @@ class Mesh:
         targets = {name: self.addresses[name] for name in STAGES if name != "simulation"}
         targets.update({f"simulation-{i}": a for i, a in enumerate(self.simulation_replicas)})
         targets["orchestrator"] = self.addresses["orchestrator"]
+        targets["memory"] = self.addresses["memory"]
         return targets
 
     def wait_ready(self, timeout_s: float) -> None:

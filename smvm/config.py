@@ -85,6 +85,9 @@ class Settings(BaseSettings):
         5_000_000_000, description="Default compute ceiling per run (utility evaluations)"
     )
     max_request_bytes: int = Field(1_048_576, description="Largest REST request body")
+    run_lease_s: float = Field(
+        30.0, description="Lease of an orchestrator replica on an active run; renewed every third, adopted by another after expiry"
+    )
     memory_sync_interval_s: float = Field(10.0, description="How often the memory service learns newly decided runs")
     memory_retention_interval_s: float = Field(3600.0, description="How often the memory service applies retention")
 

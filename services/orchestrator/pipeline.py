@@ -49,7 +49,8 @@ from smvm.db import DatabaseUnavailable
 
 from services.orchestrator import simconfig
 from services.orchestrator.rundir import iso, utcnow
-from services.orchestrator.store import STAGE_WEIGHTS, RunStore, progress_before
+from services.orchestrator.store import STAGE_WEIGHTS, LeaseLost, RunStore, progress_before
+from smvm.errors import AlreadyExists
 
 # Backoff between attempts at a stage that is UNAVAILABLE.
 RETRY_INITIAL_S, RETRY_MAX_S = 0.25, 2.0
@@ -176,6 +177,12 @@ class Pipeline:
                 except DatabaseUnavailable as err:
                     log.warning("run %s waits for the database: %s", ctx.run_id, err)
                     await self._wait_for_database(ctx)
+        except LeaseLost as lost:
+            log.warning("run %s: %s; this replica stops driving it", ctx.run_id, lost)
+        except AlreadyExists as conflict:
+            if conflict.reason != "STAGE_ALREADY_COMPLETED":
+                raise
+            log.warning("run %s: %s (another replica drove it); this replica stops", ctx.run_id, conflict)
         except asyncio.TimeoutError:
             self._fail(ctx, "TIMEOUT", f"run exceeded timeout_seconds={ctx.configuration.timeout_seconds}", "run.timeout")
         except StageFailed as failure:
@@ -206,8 +213,8 @@ class Pipeline:
                 results[failed] = "failed"
             log.warning("run ended %s: %s", state, message)
             self.store.update(ctx.run_id, event, state=state, error=message, stage_results=results, payload={"error": message})
-        except DatabaseUnavailable:
-            # Left RUNNING in the database; the next start-up resumes it and ends it properly.
+        except (DatabaseUnavailable, LeaseLost):
+            # Left RUNNING in the database; whoever holds (or next takes) its lease resumes it.
             log.exception("could not record the end of run %s", ctx.run_id)
 
     async def _stages(self, ctx: RunContext) -> None:

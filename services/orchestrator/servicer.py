@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import platform
+import socket
 import time
 from urllib.parse import urlsplit
 
@@ -141,23 +142,45 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
 
     # ------------------------------------------------------------------ lifecycle
     def recover(self) -> None:
-        """Start-up: resume every run a previous process left unfinished, from its last completed stage."""
+        """Start-up: resume every unfinished run no live replica drives, from its last completed stage."""
         for record in self.store.load():
+            self._adopt(record)
+
+    def adopt_orphans(self) -> None:
+        """Periodic: resume active runs whose replica died (their lease expired)."""
+        for record in self.store.orphaned():
+            if not any(t.get_name() == f"run:{record.run_id}" for t in self._tasks):
+                self._adopt(record)
+
+    async def keep_leases(self) -> None:
+        """Renew this replica's leases and adopt orphaned runs, every third of the lease."""
+        while True:
+            await asyncio.sleep(self.store.lease_s / 3)
             try:
-                ctx = self._resume_context(record)
-            except Exception as exc:  # nothing to resume from: end the run visibly, never leave it RUNNING
-                log.exception("cannot resume run %s", record.run_id)
-                self.store.update(
-                    record.run_id, "run.failed", state="FAILED",
-                    error=f"interrupted: the orchestrator restarted and the run cannot be resumed ({exc}); "
-                    "resubmit with a new run_id",
-                    payload={"reason": "orchestrator_restart"},
-                )
-                continue
-            done = [s for s, state in record.stage_results.items() if state == "completed"]
-            self.store.update(record.run_id, "run.resumed", payload={"completed_stages": done})
-            log.info("resuming run %s after %s", record.run_id, done[-1] if done else "nothing")
-            self._launch(ctx)
+                self.store.renew_leases()
+                self.adopt_orphans()
+            except Exception:  # the database may be down: try again next round
+                log.exception("lease round failed")
+
+    def _adopt(self, record: RunRecord) -> None:
+        if self.store.owner and not self.store.claim(record.run_id):
+            log.info("run %s is driven by another replica", record.run_id)
+            return
+        try:
+            ctx = self._resume_context(record)
+        except Exception as exc:  # nothing to resume from: end the run visibly, never leave it RUNNING
+            log.exception("cannot resume run %s", record.run_id)
+            self.store.update(
+                record.run_id, "run.failed", state="FAILED",
+                error=f"interrupted: the orchestrator restarted and the run cannot be resumed ({exc}); "
+                "resubmit with a new run_id",
+                payload={"reason": "orchestrator_restart"},
+            )
+            return
+        done = [s for s, state in record.stage_results.items() if state == "completed"]
+        self.store.update(record.run_id, "run.resumed", payload={"completed_stages": done})
+        log.info("resuming run %s after %s", record.run_id, done[-1] if done else "nothing")
+        self._launch(ctx)
 
     def _resume_context(self, record: RunRecord) -> RunContext:
         stored = self.store.stage_output(record.run_id, "ingestion")
@@ -183,6 +206,11 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.store.owner:
+            try:
+                self.store.release_leases()
+            except Exception:  # leases then expire on their own
+                log.exception("could not release leases")
 
     # ------------------------------------------------------------------ RPCs
     async def SubmitRun(self, request: vpb.SubmitRunRequest, context) -> vpb.SubmitRunResponse:
@@ -414,8 +442,15 @@ def final_go_no_go(decision_doc: dict) -> tuple[str, list[str]]:
     return ("GO" if recommendation in ("GO", "PIVOT") and verdict == "APPROVE" else "NO_GO"), reasons
 
 
+def replica_id(settings: Settings) -> str:
+    """Stable across restarts of one replica (same host, same address), distinct between replicas."""
+    return f"{socket.gethostname()}/{settings.orchestrator_addr}"
+
+
 def build_host(settings: Settings, address: str | None = None) -> ServiceHost:
-    store = RunStore(settings.runs_dir, database_url=settings.database_url)
+    store = RunStore(settings.runs_dir, database_url=settings.database_url,
+                     owner=replica_id(settings) if address is None else f"{socket.gethostname()}/{address}",
+                     lease_s=settings.run_lease_s)
     holder: dict = {}
 
     def register(server) -> list[str]:
@@ -426,10 +461,16 @@ def build_host(settings: Settings, address: str | None = None) -> ServiceHost:
         vgrpc.add_ValidationServiceServicer_to_server(servicer, server)
         return [vpb.DESCRIPTOR.services_by_name["ValidationService"].full_name]
 
+    async def on_start() -> None:
+        holder["leases"] = asyncio.create_task(holder["servicer"].keep_leases(), name="leases")
+
     async def on_stop() -> None:
+        if "leases" in holder:
+            holder["leases"].cancel()
         await holder["servicer"].shutdown()
         await holder["clients"].close()
 
     return ServiceHost(
-        "orchestrator", address or settings.orchestrator_addr, register, on_stop=on_stop, grace_s=settings.grace_period_s
+        "orchestrator", address or settings.orchestrator_addr, register, on_start=on_start, on_stop=on_stop,
+        grace_s=settings.grace_period_s,
     )

@@ -6,6 +6,12 @@ store, and (optionally) records a stage's output and the outbox messages the cha
 after the commit are the run directory's mirrors written (meta.json, events.jsonl), so a crash can
 leave a mirror one step behind the database, never ahead; `load` re-syncs them at start-up.
 
+With several orchestrator replicas on one PostgreSQL database, each active run is driven by the
+replica holding its lease (`run_leases`): taken at creation or resume, renewed while the replica
+lives, dropped when the run leaves the active states. A replica that dies leaves leases that expire,
+and another replica (or the same one, restarted: the owner id is stable per host and address) adopts
+the run. A replica that lost a lease gets `LeaseLost` on its next write and stops driving the run.
+
 The runs row is a projection: `rebuild` recomputes it from the run's events alone (every event
 carries the fields it changed). Stage outputs are keyed by (run, stage): a stage whose output is
 committed is never called again for that run, which is what lets a restarted orchestrator resume.
@@ -19,6 +25,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -26,7 +33,7 @@ from smvm import correlation
 from smvm.db import Database, open_database
 from smvm.db.database import Transaction, database_url_for
 from smvm.db.outbox import SqlOutbox, enqueue_in
-from smvm.errors import AlreadyExists, NotFound
+from smvm.errors import AlreadyExists, FailedPrecondition, NotFound
 from smvm.outbox import OutboxMessage
 
 from services.orchestrator.rundir import ArtifactCorrupt, RunDirectory, iso, new_event, utcnow
@@ -96,10 +103,18 @@ class RunRecord:
         return cls(**data)
 
 
+class LeaseLost(FailedPrecondition):
+    """Another replica drives this run now; this one must stop."""
+
+
 class RunStore:
     """Run records by run_id in the database; artifacts in each run's directory."""
 
-    def __init__(self, runs_root: Path, db: Database | None = None, *, database_url: str = ""):
+    def __init__(self, runs_root: Path, db: Database | None = None, *, database_url: str = "",
+                 owner: str = "", lease_s: float = 30.0):
+        # owner: this orchestrator replica's id; empty = no leases (a store used by tools and tests)
+        self.owner = owner
+        self.lease_s = lease_s
         self.root = Path(runs_root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.db = db if db is not None else open_database(database_url_for(database_url, self.root))
@@ -225,6 +240,10 @@ class RunStore:
                 raise AlreadyExists(f"run {record.run_id} already exists", reason="RUN_ID_CONFLICT")
             self._insert_row(tx, record)
             self._insert_event(tx, event)
+            if self.owner and record.state in ACTIVE:
+                tx.execute("DELETE FROM run_leases WHERE run_id = ?", (record.run_id,))
+                tx.execute("INSERT INTO run_leases (run_id, owner, expires_at) VALUES (?, ?, ?)",
+                           (record.run_id, self.owner, time.time() + self.lease_s))
             for stage, output in (stage_outputs or {}).items():
                 self._insert_stage_output(tx, record.run_id, stage, output)
             enqueue_in(tx, outbox)
@@ -242,6 +261,10 @@ class RunStore:
             record = self._row(tx, run_id, lock=True)
             if record is None:
                 raise NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND")
+            if self.owner and record.state in ACTIVE:
+                lease = tx.one("SELECT owner FROM run_leases WHERE run_id = ?", (run_id,))
+                if lease is not None and lease[0] != self.owner:
+                    raise LeaseLost(f"run {run_id} is driven by {lease[0]}", reason="LEASE_LOST")
             changes["updated_at"] = iso(utcnow())
             if "progress" in changes:
                 changes["progress"] = round(float(changes["progress"]), 6)
@@ -261,10 +284,48 @@ class RunStore:
             if stage_output is not None:
                 self._insert_stage_output(tx, run_id, *stage_output)
             enqueue_in(tx, outbox)
+            if record.state not in ACTIVE:
+                tx.execute("DELETE FROM run_leases WHERE run_id = ?", (run_id,))
         if record.state not in ACTIVE:
             self._live_progress.pop(run_id, None)
         self._mirror(record, rundir, event)
         return self._with_live(record)
+
+    # ------------------------------------------------------------------ leases
+    def claim(self, run_id: str) -> bool:
+        """Take (or keep) the lease of an active run unless a live replica holds it."""
+        now = time.time()
+        with self.db.transaction() as tx:
+            lease = tx.one(f"SELECT owner, expires_at FROM run_leases WHERE run_id = ?{tx.for_update()}", (run_id,))
+            if lease is None:
+                tx.execute("INSERT INTO run_leases (run_id, owner, expires_at) VALUES (?, ?, ?)",
+                           (run_id, self.owner, now + self.lease_s))
+                return True
+            if lease[0] == self.owner or float(lease[1]) < now:
+                tx.execute("UPDATE run_leases SET owner = ?, expires_at = ? WHERE run_id = ?",
+                           (self.owner, now + self.lease_s, run_id))
+                return True
+            return False
+
+    def renew_leases(self) -> int:
+        """Extend every lease this replica holds; return how many."""
+        with self.db.transaction() as tx:
+            cursor = tx.execute("UPDATE run_leases SET expires_at = ? WHERE owner = ?", (time.time() + self.lease_s, self.owner))
+            return cursor.rowcount
+
+    def release_leases(self) -> None:
+        """Graceful shutdown: hand this replica's runs over at once instead of after expiry."""
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM run_leases WHERE owner = ?", (self.owner,))
+
+    def orphaned(self) -> list[RunRecord]:
+        """Active runs whose lease has expired or that have none (their replica died)."""
+        with self.db.transaction() as tx:
+            rows = tx.all(
+                "SELECT r.record FROM runs r LEFT JOIN run_leases l ON l.run_id = r.run_id "
+                "WHERE r.state IN (?, ?) AND (l.run_id IS NULL OR l.expires_at < ?) ORDER BY r.created_at, r.run_id",
+                (*ACTIVE, time.time()))
+        return [RunRecord.from_row(json.loads(r[0])) for r in rows]
 
     def set_progress(self, run_id: str, progress: float) -> None:
         """Progress inside a stage: kept in memory only (no event per tick)."""

@@ -148,6 +148,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE TABLE memory_learned_runs (run_id TEXT PRIMARY KEY, learned_at TEXT NOT NULL)",
         ),
     ),
+    Migration(
+        3,
+        "run leases: which orchestrator replica drives an active run",
+        (
+            """CREATE TABLE run_leases (
+                run_id TEXT PRIMARY KEY,
+                owner TEXT NOT NULL,
+                expires_at {float} NOT NULL
+            )""",
+            "CREATE INDEX run_leases_by_owner ON run_leases (owner)",
+        ),
+    ),
 )
 
 

@@ -4,7 +4,7 @@ from smvm.db import open_database
 from smvm.db.database import POSTGRESQL, SQLITE, Database, dialect_of, sqlite_path
 from smvm.db.migrations import MIGRATIONS, Migration, current_version, migrate
 
-TABLES = {"runs", "events", "stage_outputs", "artifacts", "outbox", "schema_migrations"}
+TABLES = {"runs", "events", "stage_outputs", "artifacts", "outbox", "schema_migrations", "run_leases", "memory_nodes", "memory_edges"}
 
 
 def _tables(db: Database) -> set[str]:

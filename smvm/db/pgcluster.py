@@ -43,7 +43,9 @@ def _free_port() -> int:
 
 
 class PgCluster:
-    def __init__(self, superuser: str = "postgres"):
+    def __init__(self, superuser: str = "postgres", *, fsync: bool = False):
+        # fsync off by default: tests need no durability across power cuts, and it spares the disk.
+        self.fsync = fsync
         self.bin = server_bin_dir()
         self.superuser = superuser
         self.port = _free_port()
@@ -68,7 +70,8 @@ class PgCluster:
         return self
 
     def start(self) -> "PgCluster":
-        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        options = (f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c max_connections=200"
+                   f" -c fsync={'on' if self.fsync else 'off'}")
         result = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start", check=False)
         if result.returncode != 0:
             raise RuntimeError(f"pg_ctl start failed: {result.stderr}\n{self.log.read_text() if self.log.exists() else ''}")

@@ -51,6 +51,7 @@ STAGE_WEIGHTS = {
     "overwatch": 0.10,
 }
 TERMINAL = ("COMPLETED", "FAILED", "TIMEOUT")
+MIRROR_RESYNC_RECENT = 50
 ACTIVE = ("INITIATED", "RUNNING")
 
 
@@ -134,7 +135,19 @@ class RunStore:
             log.warning("run %s has events but no status row: rebuilding it from its events", run_id)
             self.rebuild(run_id)
         interrupted = []
-        for record in self:
+        with self.db.transaction() as tx:
+            # A crash can leave behind only the mirrors of runs it was writing: the active ones and
+            # the last ones changed. Checking those keeps start-up time independent of history.
+            recent = [r[0] for r in tx.all(
+                "SELECT record FROM runs ORDER BY updated_at DESC LIMIT ?", (MIRROR_RESYNC_RECENT,))]
+            active = [r[0] for r in tx.all(
+                "SELECT record FROM runs WHERE state IN (?, ?) ORDER BY created_at, run_id", ACTIVE)]
+        seen = set()
+        for row in active + recent:
+            record = RunRecord.from_row(json.loads(row))
+            if record.run_id in seen:
+                continue
+            seen.add(record.run_id)
             self._resync_mirrors(record)
             if record.state in ACTIVE:
                 interrupted.append(record)

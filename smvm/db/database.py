@@ -107,7 +107,13 @@ class Database:
         import psycopg
 
         try:
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+            # Bounded waits: the store is called from the orchestrator's event loop, so a server
+            # that hangs must turn into DatabaseUnavailable soon, not stall every request.
+            return psycopg.connect(
+                self.url, autocommit=True, connect_timeout=3,
+                options="-c statement_timeout=15000 -c lock_timeout=10000 -c idle_in_transaction_session_timeout=30000",
+                keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
+            )
         except psycopg.OperationalError as err:
             raise DatabaseUnavailable(f"database unavailable: {first_line(err)}", reason="DATABASE_UNAVAILABLE") from err
 
@@ -169,6 +175,8 @@ class Database:
                     yield Transaction(self, cursor)
         except psycopg.errors.UniqueViolation as err:
             raise AlreadyExists(first_line(err), reason="CONFLICT") from err
+        except psycopg.errors.QueryCanceled as err:  # statement_timeout / lock_timeout
+            raise DatabaseUnavailable(f"database too slow: {first_line(err)}", reason="DATABASE_TIMEOUT") from err
         except psycopg.OperationalError as err:
             # The server went away (or restarted): drop the connection; the next call reconnects.
             self.close()

@@ -67,7 +67,7 @@ class MemoryGraph:
     # ------------------------------------------------------------------ learning
     def sync(self) -> list[str]:
         """Learn every decided run not yet in the graph; return their run ids."""
-        with self.db.transaction() as tx:
+        with self.db.reading() as tx:
             pending = [r[0] for r in tx.all(
                 "SELECT r.run_id FROM runs r LEFT JOIN memory_learned_runs m ON m.run_id = r.run_id "
                 "WHERE m.run_id IS NULL AND r.state IN (?, ?) ORDER BY r.created_at, r.run_id", DECIDED)]
@@ -159,7 +159,7 @@ class MemoryGraph:
         if domain:
             where += " AND domain = ?"
             params.append(domain.lower())
-        with self.db.transaction() as tx:
+        with self.db.reading() as tx:
             ideas = tx.all(f"SELECT node_id, project_id, run_id, domain, data FROM memory_nodes WHERE {where}", params)
             decisions = {r[0]: json.loads(r[1]) for r in tx.all(
                 "SELECT run_id, data FROM memory_nodes WHERE kind = ?", ("decision",))}
@@ -175,7 +175,7 @@ class MemoryGraph:
         return out
 
     def known_competitors(self, domain: str, *, limit: int = 50, exclude_synthetic: bool = False) -> list[dict]:
-        with self.db.transaction() as tx:
+        with self.db.reading() as tx:
             rows = tx.all(
                 "SELECT n.node_id, n.domain, n.data, n.last_seen, COUNT(DISTINCT e.run_id) FROM memory_nodes n "
                 "LEFT JOIN memory_edges e ON e.dst = n.node_id AND e.kind = ? "
@@ -191,7 +191,7 @@ class MemoryGraph:
         return out[:limit]
 
     def decision_history(self, project_id: str) -> list[dict]:
-        with self.db.transaction() as tx:
+        with self.db.reading() as tx:
             rows = tx.all("SELECT run_id, data FROM memory_nodes WHERE kind = ? AND project_id = ? ORDER BY first_seen, run_id",
                           ("decision", project_id))
         return [{"run_id": run_id, **json.loads(data)} for run_id, data in rows]

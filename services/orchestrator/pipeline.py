@@ -351,7 +351,15 @@ class Pipeline:
                 raise StageFailed("simulation", f"shard {i} ended without a result")
             return shard
 
-        parts = await asyncio.gather(*(run_shard(i, s, c) for i, (s, c) in enumerate(bounds)))
+        tasks = [asyncio.ensure_future(run_shard(i, s, c)) for i, (s, c) in enumerate(bounds)]
+        try:
+            parts = await asyncio.gather(*tasks)
+        except BaseException:
+            # One shard failed: stop the others before the stage is retried (no orphaned work).
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         merged = await self.clients.simulation.MergeShards(
             simulation_service_pb2.MergeShardsRequest(config=config, shards=parts), timeout=_left(ends))
         return merged.result

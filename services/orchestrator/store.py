@@ -164,7 +164,7 @@ class RunStore:
         return record
 
     def find(self, run_id: str) -> RunRecord | None:
-        with self.db.transaction() as tx:
+        with self.db.reading() as tx:
             record = self._row(tx, run_id)
         return self._with_live(record) if record else None
 
@@ -179,13 +179,13 @@ class RunStore:
         return RunDirectory(self.root, record.project_id, run_id, ledger=self)
 
     def __iter__(self) -> Iterator[RunRecord]:
-        with self.db.transaction() as tx:
+        with self.db.reading() as tx:
             rows = tx.all("SELECT record FROM runs ORDER BY created_at, run_id")
         return iter([self._with_live(RunRecord.from_row(json.loads(r[0]))) for r in rows])
 
     def events(self, run_id: str) -> list[dict]:
         """The run's events in order, from the event store."""
-        with self.db.transaction() as tx:
+        with self.db.reading() as tx:
             rows = tx.all(
                 "SELECT event_id, type, run_id, time, actor, correlation_id, payload FROM events WHERE run_id = ? ORDER BY seq",
                 (run_id,),
@@ -207,7 +207,7 @@ class RunStore:
 
     def stage_output(self, run_id: str, stage: str) -> bytes | None:
         """The committed output of (run, stage), or None when the stage has not completed."""
-        with self.db.transaction() as tx:
+        with self.db.reading() as tx:
             row = tx.one("SELECT output, sha256 FROM stage_outputs WHERE run_id = ? AND stage = ?", (run_id, stage))
         if row is None:
             return None
@@ -231,7 +231,7 @@ class RunStore:
             )
 
     def artifact_digest(self, run_id: str, path: str) -> tuple[str, int] | None:
-        with self.db.transaction() as tx:
+        with self.db.reading() as tx:
             row = tx.one("SELECT sha256, size FROM artifacts WHERE run_id = ? AND path = ?", (run_id, path))
         return (row[0], int(row[1])) if row else None
 
@@ -333,7 +333,7 @@ class RunStore:
 
     def orphaned(self) -> list[RunRecord]:
         """Active runs whose lease has expired or that have none (their replica died)."""
-        with self.db.transaction() as tx:
+        with self.db.reading() as tx:
             rows = tx.all(
                 "SELECT r.record FROM runs r LEFT JOIN run_leases l ON l.run_id = r.run_id "
                 "WHERE r.state IN (?, ?) AND (l.run_id IS NULL OR l.expires_at < ?) ORDER BY r.created_at, r.run_id",

@@ -138,14 +138,24 @@ class Database:
         """Everything inside commits together or not at all."""
         with self._lock:
             if self.dialect == SQLITE:
-                yield from self._sqlite_transaction()
+                yield from self._sqlite_transaction("BEGIN IMMEDIATE")
             else:
                 yield from self._pg_transaction()
 
-    def _sqlite_transaction(self) -> Iterator[Transaction]:
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Transaction]:
+        """A consistent snapshot for reads. On SQLite it takes no write lock, so readers in other
+        processes (the memory service, a second tool) never queue behind writers or each other."""
+        with self._lock:
+            if self.dialect == SQLITE:
+                yield from self._sqlite_transaction("BEGIN DEFERRED")
+            else:
+                yield from self._pg_transaction()
+
+    def _sqlite_transaction(self, begin: str) -> Iterator[Transaction]:
         conn = self._connection()
         cursor = conn.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
+        cursor.execute(begin)
         try:
             yield Transaction(self, cursor)
         except sqlite3.IntegrityError as err:
@@ -188,7 +198,7 @@ class Database:
     def ping(self) -> bool:
         """True when a trivial query succeeds (readiness)."""
         try:
-            with self.transaction() as tx:
+            with self.reading() as tx:
                 return tx.one("SELECT 1") == (1,)
         except DatabaseUnavailable:
             return False

@@ -98,7 +98,7 @@ class SqlOutbox:
                 )
 
     def get(self, event_id: str) -> OutboxMessage | None:
-        with self.db.transaction() as tx:
+        with self.db.reading() as tx:
             row = tx.one(f"SELECT {_COLUMNS} FROM outbox WHERE event_id = ?", (event_id,))
         return _message(row) if row else None
 
@@ -111,7 +111,7 @@ class SqlOutbox:
             where.append("run_id = ?")
             params.append(run_id)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        with self.db.transaction() as tx:
+        with self.db.reading() as tx:
             rows = tx.all(
                 f"SELECT {_COLUMNS} FROM outbox{clause} ORDER BY created_at DESC, event_id DESC LIMIT ?",
                 (*params, int(limit)),

@@ -149,6 +149,17 @@ class Mesh:
                 raise MeshError(f"{key} not SERVING {timeout_s:.0f}s after restart")
             time.sleep(0.1)
 
+    def start_extra(self, key: str, module: str, address: str, timeout_s: float = 120.0) -> None:
+        """One more replica of a service (e.g. a second orchestrator) on `address`, until SERVING."""
+        module_env = self._specs.get(module, (module, self._env()))[1]
+        self._spawn(key, module, dict(module_env, **{f"SMVM_{module.upper()}_ADDR": address}))
+        deadline = time.monotonic() + timeout_s
+        while not _serving(address):
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise MeshError(f"{key} not SERVING after {timeout_s:.0f}s")
+            time.sleep(0.1)
+
     def grpc_targets(self) -> dict[str, str]:
         targets = {name: self.addresses[name] for name in STAGES if name != "simulation"}
         targets.update({f"simulation-{i}": a for i, a in enumerate(self.simulation_replicas)})

@@ -29,12 +29,12 @@ async def memory(database_url, runs_dir):
     await host.start()
     await host.ready.wait()
     async with grpc.aio.insecure_channel(settings.memory_addr) as channel:
-        yield store, pb_grpc.MemoryServiceStub(channel)
+        yield store, pb_grpc.MemoryServiceStub(channel), settings.memory_addr
     await host.stop(0)
 
 
 async def test_queries_answer_from_the_runs_in_the_store(memory):
-    store, stub = memory
+    store, stub, _ = memory
     similar = await stub.FindSimilarIdeas(pb.FindSimilarIdeasRequest(text="budgeting app for students"), timeout=10)
     assert [i.run_id for i in similar.ideas] == ["RUN-A", "RUN-B"]
     assert similar.ideas[0].recommendation == "GO" and 0 < similar.ideas[1].similarity < similar.ideas[0].similarity <= 1
@@ -51,7 +51,7 @@ async def test_queries_answer_from_the_runs_in_the_store(memory):
 
 
 async def test_retention_over_grpc(memory):
-    _, stub = memory
+    _, stub, _ = memory
     await stub.SyncRuns(pb.SyncRunsRequest(), timeout=10)
     later = timestamp_pb2.Timestamp()
     later.FromDatetime(dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=200))
@@ -70,7 +70,7 @@ async def test_retention_over_grpc(memory):
     ("GetDecisionHistory", pb.GetDecisionHistoryRequest(project_id="../x"), "project_id"),
 ])
 async def test_bad_requests_name_the_field(memory, call, request_, field):
-    _, stub = memory
+    _, stub, _ = memory
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await getattr(stub, call)(request_, timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -78,3 +78,20 @@ async def test_bad_requests_name_the_field(memory, call, request_, field):
     violation = error_details_pb2.BadRequest()
     status.details[0].Unpack(violation)
     assert violation.field_violations[0].field == field
+
+
+async def test_the_cli_prints_the_services_answers(memory, capsys):
+    import asyncio
+    import json as jsonlib
+
+    from smvm import cli
+
+    _, _, target = memory
+    code = await asyncio.to_thread(cli.main, ["memory", "--memory-addr", target, "similar", "budgeting app for students"])
+    assert code == 0
+    printed = jsonlib.loads(capsys.readouterr().out)
+    assert [i["run_id"] for i in printed["ideas"]] == ["RUN-A", "RUN-B"]
+    code = await asyncio.to_thread(cli.main, ["memory", "--memory-addr", target, "history", "PROJ-1"])
+    assert [d["recommendation"] for d in jsonlib.loads(capsys.readouterr().out)["decisions"]] == ["GO", "PIVOT"]
+    with pytest.raises(SystemExit, match="INVALID_ARGUMENT"):
+        await asyncio.to_thread(cli.main, ["memory", "--memory-addr", target, "history", "../x"])

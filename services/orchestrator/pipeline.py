@@ -27,6 +27,8 @@ from google.protobuf import json_format
 from smvm import correlation
 from smvm.channels import addresses_of, open_channel
 from smvm.config import Settings
+from smvm.db import DatabaseUnavailable
+from smvm.errors import AlreadyExists
 from smvm.v1 import (
     analysis_service_pb2,
     analysis_service_pb2_grpc,
@@ -45,12 +47,9 @@ from smvm.v1 import (
     simulation_service_pb2_grpc,
 )
 
-from smvm.db import DatabaseUnavailable
-
 from services.orchestrator import simconfig
 from services.orchestrator.rundir import iso, utcnow
 from services.orchestrator.store import STAGE_WEIGHTS, LeaseLost, RunStore, progress_before
-from smvm.errors import AlreadyExists
 
 # Backoff between attempts at a stage that is UNAVAILABLE.
 RETRY_INITIAL_S, RETRY_MAX_S = 0.25, 2.0

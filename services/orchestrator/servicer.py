@@ -442,14 +442,14 @@ def final_go_no_go(decision_doc: dict) -> tuple[str, list[str]]:
     return ("GO" if recommendation in ("GO", "PIVOT") and verdict == "APPROVE" else "NO_GO"), reasons
 
 
-def replica_id(settings: Settings) -> str:
+def replica_id(address: str) -> str:
     """Stable across restarts of one replica (same host, same address), distinct between replicas."""
-    return f"{socket.gethostname()}/{settings.orchestrator_addr}"
+    return f"{socket.gethostname()}/{address}"
 
 
 def build_host(settings: Settings, address: str | None = None) -> ServiceHost:
-    store = RunStore(settings.runs_dir, database_url=settings.database_url,
-                     owner=replica_id(settings) if address is None else f"{socket.gethostname()}/{address}",
+    address = address or settings.orchestrator_addr
+    store = RunStore(settings.runs_dir, database_url=settings.database_url, owner=replica_id(address),
                      lease_s=settings.run_lease_s)
     holder: dict = {}
 
@@ -471,6 +471,6 @@ def build_host(settings: Settings, address: str | None = None) -> ServiceHost:
         await holder["clients"].close()
 
     return ServiceHost(
-        "orchestrator", address or settings.orchestrator_addr, register, on_start=on_start, on_stop=on_stop,
+        "orchestrator", address, register, on_start=on_start, on_stop=on_stop,
         grace_s=settings.grace_period_s,
     )

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos/smvm -name '*.proto')
 GEN_STAMP := smvm/v1/.generated
 
-.PHONY: install proto lint-proto test run up bench bench-tools soak clean
+.PHONY: install proto lint-proto test run up bench bench-tools soak clean postgres
 
 install: $(STAMP) $(GEN_STAMP)
 
@@ -36,7 +36,17 @@ $(GEN_STAMP): $(PROTOS) $(STAMP)
 lint-proto: $(STAMP)
 	$(VENV)/bin/buf lint
 
-test: install
+# The store's test suite runs against a real PostgreSQL server (a throwaway cluster from initdb +
+# pg_ctl): install the server binaries where they are missing. SMVM_TEST_DATABASE_URL names an
+# existing server instead.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+postgres:
+	@if [ -z "$$SMVM_TEST_DATABASE_URL" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then \
+	  echo "installing PostgreSQL (server binaries for the store tests)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; \
+	fi
+
+test: install postgres
 	$(PY) -m pytest -q
 
 run: install

@@ -42,6 +42,11 @@ def channel_options(service_config: dict | None = None) -> list[tuple[str, objec
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.keepalive_time_ms", 30_000),
+        # Reconnect soon after a peer restarts (gRPC's default backoff grows to 120 s); the
+        # orchestrator retries a stage that is UNAVAILABLE and should find it as soon as it is back.
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
 
 

@@ -11,6 +11,8 @@
                                             --local straight into SMVM_RUNS_DIR/imports; prints the
                                             import id and the data-quality report
     smvm token create NAME --role R [--project P] [--expires-in 30d] | revoke NAME | list
+    smvm memory similar TEXT [--domain D] | competitors DOMAIN | history PROJECT | retention [--dry-run]
+                                            query the memory service (gRPC, SMVM_MEMORY_ADDR)
 
 The client commands talk to SMVM_GATEWAY_URL (default http://127.0.0.1:8080) with SMVM_TOKEN
 (default dev-admin-token, accepted by the dev profile).
@@ -206,6 +208,27 @@ def cmd_import(args) -> int:
     if report.get("quality_warning"):
         print(f"quality_warning: {'; '.join(w for w in report.get('warnings', []) if w.startswith('quality:'))}",
               file=sys.stderr)
+def cmd_memory(args) -> int:
+    """The memory service's queries, printed as JSON."""
+    import grpc
+    from google.protobuf import json_format
+
+    from smvm.v1 import memory_service_pb2 as pb, memory_service_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(args.memory_addr) as channel:
+        stub = pb_grpc.MemoryServiceStub(channel)
+        try:
+            if args.query == "similar":
+                response = stub.FindSimilarIdeas(pb.FindSimilarIdeasRequest(text=args.text, domain=args.domain, limit=args.limit), timeout=30)
+            elif args.query == "competitors":
+                response = stub.ListKnownCompetitors(pb.ListKnownCompetitorsRequest(domain=args.domain), timeout=30)
+            elif args.query == "history":
+                response = stub.GetDecisionHistory(pb.GetDecisionHistoryRequest(project_id=args.project_id), timeout=30)
+            else:
+                response = stub.ApplyRetention(pb.ApplyRetentionRequest(dry_run=args.dry_run), timeout=60)
+        except grpc.RpcError as err:
+            raise SystemExit(f"{err.code().name}: {err.details()}") from None
+    _print(json_format.MessageToDict(response, preserving_proto_field_name=True))
     return 0
 
 
@@ -253,6 +276,17 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--local", action="store_true", help="import in this process into SMVM_RUNS_DIR (no gateway)")
     imp.set_defaults(func=cmd_import)
     token_cli.add_commands(sub)
+    memory = sub.add_parser("memory", help="query the memory service (knowledge graph across runs)")
+    memory.add_argument("--memory-addr", default=os.environ.get("SMVM_MEMORY_ADDR", "127.0.0.1:50058"))
+    queries = memory.add_subparsers(dest="query", required=True)
+    similar = queries.add_parser("similar", help="past ideas most similar to TEXT")
+    similar.add_argument("text")
+    similar.add_argument("--domain", default="")
+    similar.add_argument("--limit", type=int, default=5)
+    queries.add_parser("competitors", help="competitors known in DOMAIN").add_argument("domain")
+    queries.add_parser("history", help="a project's decisions").add_argument("project_id")
+    queries.add_parser("retention", help="apply the retention rules now").add_argument("--dry-run", action="store_true")
+    memory.set_defaults(func=cmd_memory)
 
     args = parser.parse_args(argv)
     try:

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     profile: str = Field("dev", description="dev | test | ci | prod; selects configs/<profile>.yaml")
     runs_dir: Path = Field(Path("runs"), description="Root of runs/{project_id}/validation/{run_id}/")
     log_level: str = Field("INFO", description="Python logging level name")
+    database_url: str = Field(
+        "",
+        description="Store database: postgresql://user:pass@host:port/db, or sqlite:////abs/path.db; "
+        "empty = the embedded SQLite file smvm.db inside runs_dir",
+    )
 
     orchestrator_addr: str = DEFAULT_ADDRS["orchestrator"]
     ingestion_addr: str = DEFAULT_ADDRS["ingestion"]
@@ -101,6 +106,11 @@ class Settings(BaseSettings):
 
         FaultPlan.parse(value)  # ValueError names the key
         return value
+    run_lease_s: float = Field(
+        30.0, description="Lease of an orchestrator replica on an active run; renewed every third, adopted by another after expiry"
+    )
+    memory_sync_interval_s: float = Field(10.0, description="How often the memory service learns newly decided runs")
+    memory_retention_interval_s: float = Field(3600.0, description="How often the memory service applies retention")
 
     @field_validator("profile")
     @classmethod

@@ -42,7 +42,7 @@ def free_port() -> int:
 
 def free_addresses(simulation_replicas: int = 1) -> dict[str, str]:
     """Loopback addresses on free ports for every process (a comma list for simulation replicas)."""
-    addrs = {name: f"127.0.0.1:{free_port()}" for name in DEFAULT_ADDRS if name != "memory"}
+    addrs = {name: f"127.0.0.1:{free_port()}" for name in DEFAULT_ADDRS}
     addrs["simulation"] = ",".join(f"127.0.0.1:{free_port()}" for _ in range(simulation_replicas))
     return addrs
 
@@ -75,6 +75,8 @@ class Mesh:
         self.extra_env = extra_env or {}
         self.python = python
         self.processes: dict[str, subprocess.Popen] = {}
+        # How each process was started (module, environment), so that one can be started again.
+        self._specs: dict[str, tuple[str, dict[str, str]]] = {}
         self._logs: list[IO] = []
 
     @property
@@ -99,6 +101,7 @@ class Mesh:
             fh = open(self.log_dir / f"{key}.log", "ab")
             self._logs.append(fh)
             stderr = fh
+        self._specs[key] = (module, env)
         self.processes[key] = subprocess.Popen(
             [self.python, "-m", f"services.{module}"],
             env=env,
@@ -120,16 +123,49 @@ class Mesh:
                 else:
                     self._spawn(name, name, env)
             self._spawn("orchestrator", "orchestrator", env)
+            self._spawn("memory", "memory", env)
             self._spawn("gateway", "gateway", env)
             self.wait_ready(timeout_s)
         except BaseException:
             self.stop()
             raise
 
+    def kill(self, key: str) -> int:
+        """SIGKILL one process (a crash, no drain) and reap it; return its exit code."""
+        proc = self.processes[key]
+        proc.kill()
+        return proc.wait()
+
+    def restart(self, key: str, timeout_s: float = 120.0) -> None:
+        """Start a stopped process again with its original settings and wait until it is SERVING."""
+        if self.processes[key].poll() is None:
+            raise MeshError(f"{key} is still running")
+        module, env = self._specs[key]
+        self._spawn(key, module, env)
+        target = self.grpc_targets().get(key)
+        deadline = time.monotonic() + timeout_s
+        while target is not None and not _serving(target):
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise MeshError(f"{key} not SERVING {timeout_s:.0f}s after restart")
+            time.sleep(0.1)
+
+    def start_extra(self, key: str, module: str, address: str, timeout_s: float = 120.0) -> None:
+        """One more replica of a service (e.g. a second orchestrator) on `address`, until SERVING."""
+        module_env = self._specs.get(module, (module, self._env()))[1]
+        self._spawn(key, module, dict(module_env, **{f"SMVM_{module.upper()}_ADDR": address}))
+        deadline = time.monotonic() + timeout_s
+        while not _serving(address):
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise MeshError(f"{key} not SERVING after {timeout_s:.0f}s")
+            time.sleep(0.1)
+
     def grpc_targets(self) -> dict[str, str]:
         targets = {name: self.addresses[name] for name in STAGES if name != "simulation"}
         targets.update({f"simulation-{i}": a for i, a in enumerate(self.simulation_replicas)})
         targets["orchestrator"] = self.addresses["orchestrator"]
+        targets["memory"] = self.addresses["memory"]
         return targets
 
     def wait_ready(self, timeout_s: float) -> None:

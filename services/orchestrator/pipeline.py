@@ -2,9 +2,15 @@
 
 Ingestion runs synchronously at submission (so a bad idea is a 400, not a failed run); this module
 runs the rest in the background, calling each stage service over gRPC with a deadline, committing
-each stage's output to the run directory before the next stage starts, and recording every state
-change in the run store. A stage that fails fails the run with the stage and status code named; a
-run that outlives its `timeout_seconds` ends TIMEOUT.
+each stage's output (to the store, in the same transaction as its stage.completed event, and to the
+run directory) before the next stage starts. A stage whose output is committed is never called again
+for that run, so `execute` on a run interrupted by a crash resumes after its last completed stage.
+
+A stage service that is down (UNAVAILABLE, e.g. killed and restarting) is retried with backoff
+within the stage's budget (`stage_timeout_s`, `simulation_timeout_s`); past it the run ends FAILED
+naming the stage. Other stage errors fail the run at once; a run that outlives its
+`timeout_seconds` ends TIMEOUT. If the store's database goes away, the run waits for it and then
+carries on from its last committed stage.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from google.protobuf import json_format
 from smvm import correlation
 from smvm.channels import ClientSecurity, addresses_of, open_channel
 from smvm.config import Settings
+from smvm.db import DatabaseUnavailable
+from smvm.errors import AlreadyExists
 from smvm.v1 import (
     analysis_service_pb2,
     analysis_service_pb2_grpc,
@@ -41,8 +49,13 @@ from smvm.v1 import (
 )
 
 from services.orchestrator import simconfig
-from services.orchestrator.rundir import atomic_write_bytes, iso, utcnow
-from services.orchestrator.store import STAGE_WEIGHTS, RunStore, progress_before
+from services.orchestrator.rundir import iso, utcnow
+from services.orchestrator.store import STAGE_WEIGHTS, LeaseLost, RunStore, progress_before
+
+# Backoff between attempts at a stage that is UNAVAILABLE.
+RETRY_INITIAL_S, RETRY_MAX_S = 0.25, 2.0
+# How often a run waiting for the database checks whether it is back.
+DATABASE_POLL_S = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +102,7 @@ class RunContext:
     configuration: run_pb2.RunConfiguration
     seed: int
     deadline: float  # time.monotonic() by which the whole run must end
+    correlation_id: str = ""
 
 
 class Pipeline:
@@ -98,12 +112,6 @@ class Pipeline:
         self.clients = clients
 
     # ------------------------------------------------------------------ helpers
-    def _timeout(self, ctx: RunContext, stage_cap: float) -> float:
-        remaining = ctx.deadline - time.monotonic()
-        if remaining <= 0:
-            raise asyncio.TimeoutError
-        return min(stage_cap, remaining)
-
     def _start(self, ctx: RunContext, stage: str) -> None:
         record = self.store.get(ctx.run_id)
         results = dict(record.stage_results, **{stage: "in_progress"})
@@ -112,32 +120,77 @@ class Pipeline:
             progress=progress_before(stage), stage_results=results, payload={"stage": stage},
         )
 
-    def _done(self, ctx: RunContext, stage: str, summary: dict) -> None:
+    def _done(self, ctx: RunContext, stage: str, summary: dict, output) -> None:
+        """Commit the stage's output with its stage.completed event (one transaction)."""
         record = self.store.get(ctx.run_id)
         results = dict(record.stage_results, **{stage: "completed"})
         self.store.update(
             ctx.run_id, "stage.completed", stage_results=results,
             progress=progress_before(stage) + STAGE_WEIGHTS[stage], payload={"stage": stage, **summary},
+            stage_output=(stage, output.SerializeToString(deterministic=True)),
         )
 
+    def _committed(self, ctx: RunContext, stage: str, message_type):
+        """The stage's committed output (a resumed run), or None when the stage must run."""
+        stored = self.store.stage_output(ctx.run_id, stage)
+        return None if stored is None else message_type.FromString(stored)
+
     async def _call(self, ctx: RunContext, stage: str, coro_fn, cap: float):
-        try:
-            return await coro_fn(self._timeout(ctx, cap))
-        except grpc.aio.AioRpcError as err:
-            raise stage_error(ctx, stage, err) from err
+        """Call a stage with a deadline; retry while it is UNAVAILABLE, within `cap` seconds in all."""
+        budget_end = time.monotonic() + cap
+        delay = RETRY_INITIAL_S
+        attempts = 0
+        unavailable: grpc.aio.AioRpcError | None = None
+        while True:
+            attempts += 1
+            ends = min(budget_end, ctx.deadline)
+            if time.monotonic() >= ctx.deadline:
+                raise asyncio.TimeoutError
+            try:
+                return await coro_fn(max(0.001, ends - time.monotonic()))
+            except grpc.aio.AioRpcError as err:
+                code = err.code()
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    unavailable = err
+                elif code != grpc.StatusCode.DEADLINE_EXCEEDED or unavailable is None:
+                    raise stage_error(ctx, stage, err) from err
+                if time.monotonic() + delay >= ends or code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    if ends >= ctx.deadline:
+                        raise asyncio.TimeoutError from err
+                    raise StageFailed(
+                        stage, f"UNAVAILABLE for the whole stage budget of {cap:g}s ({attempts} attempts): "
+                        f"{unavailable.details()}",
+                    ) from err
+                log.warning("stage %s unavailable (attempt %d), retrying in %.2fs: %s", stage, attempts, delay, err.details())
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
 
     # ------------------------------------------------------------------ the run
     async def execute(self, ctx: RunContext) -> None:
         """Run the stages after ingestion; never raises (the outcome lands in the store)."""
-        token = correlation.set(self.store.get(ctx.run_id).correlation_id)
+        token = correlation.set(ctx.correlation_id or self.store.get(ctx.run_id).correlation_id)
         try:
-            await self._stages(ctx)
+            while True:
+                try:
+                    await self._stages(ctx)
+                    return
+                except DatabaseUnavailable as err:
+                    log.warning("run %s waits for the database: %s", ctx.run_id, err)
+                    await self._wait_for_database(ctx)
+        except LeaseLost as lost:
+            log.warning("run %s: %s; this replica stops driving it", ctx.run_id, lost)
+        except AlreadyExists as conflict:
+            if conflict.reason != "STAGE_ALREADY_COMPLETED":
+                raise
+            log.warning("run %s: %s (another replica drove it); this replica stops", ctx.run_id, conflict)
         except asyncio.TimeoutError:
             self._fail(ctx, "TIMEOUT", f"run exceeded timeout_seconds={ctx.configuration.timeout_seconds}", "run.timeout")
         except StageFailed as failure:
             self._fail(ctx, "FAILED", str(failure), "run.failed", stage=failure.stage)
         except asyncio.CancelledError:
-            self._fail(ctx, "FAILED", "interrupted: the orchestrator shut down during the run", "run.failed")
+            # Shutting down: leave the run as it is (RUNNING, outputs committed so far); the next
+            # orchestrator to start resumes it from its last completed stage.
+            log.info("run %s paused by shutdown; it resumes on the next start", ctx.run_id)
             raise
         except Exception as exc:  # a bug must still end the run visibly, not leave it RUNNING
             log.exception("pipeline crashed")
@@ -145,98 +198,124 @@ class Pipeline:
         finally:
             correlation.reset(token)
 
+    async def _wait_for_database(self, ctx: RunContext) -> None:
+        while not self.store.db.ping():
+            if time.monotonic() >= ctx.deadline:
+                raise asyncio.TimeoutError
+            await asyncio.sleep(DATABASE_POLL_S)
+
     def _fail(self, ctx: RunContext, state: str, message: str, event: str, stage: str | None = None) -> None:
-        record = self.store.get(ctx.run_id)
-        results = dict(record.stage_results)
-        failed = stage or record.current_stage
-        if failed and results.get(failed) == "in_progress":
-            results[failed] = "failed"
-        log.warning("run ended %s: %s", state, message)
-        self.store.update(ctx.run_id, event, state=state, error=message, stage_results=results, payload={"error": message})
+        try:
+            record = self.store.get(ctx.run_id)
+            results = dict(record.stage_results)
+            failed = stage or record.current_stage
+            if failed and results.get(failed) == "in_progress":
+                results[failed] = "failed"
+            log.warning("run ended %s: %s", state, message)
+            self.store.update(ctx.run_id, event, state=state, error=message, stage_results=results, payload={"error": message})
+        except (DatabaseUnavailable, LeaseLost):
+            # Left RUNNING in the database; whoever holds (or next takes) its lease resumes it.
+            log.exception("could not record the end of run %s", ctx.run_id)
 
     async def _stages(self, ctx: RunContext) -> None:
         cfg = ctx.configuration
         cap = self.settings.stage_timeout_s
         rundir = self.store.rundir(ctx.run_id)
 
-        self._start(ctx, "personas")
-        personas = await self._call(ctx, "personas", lambda t: self.clients.personas.GeneratePersonas(
-            persona_service_pb2.GeneratePersonasRequest(
-                idea=ctx.idea, count=cfg.persona_count, seed=simconfig.stage_seed(ctx.seed, "personas")),
-            timeout=t), cap)
-        rundir.write_json("outputs/personas.output.json", to_dict(personas))
-        self._done(ctx, "personas", {"personas": len(personas.personas), "prior": personas.prior,
-                                     "bias_passed": personas.bias_report.passed})
+        personas = self._committed(ctx, "personas", persona_service_pb2.GeneratePersonasResponse)
+        if personas is None:
+            self._start(ctx, "personas")
+            personas = await self._call(ctx, "personas", lambda t: self.clients.personas.GeneratePersonas(
+                persona_service_pb2.GeneratePersonasRequest(
+                    idea=ctx.idea, count=cfg.persona_count, seed=simconfig.stage_seed(ctx.seed, "personas")),
+                timeout=t), cap)
+            rundir.write_json("outputs/personas.output.json", to_dict(personas))
+            self._done(ctx, "personas", {"personas": len(personas.personas), "prior": personas.prior,
+                                         "bias_passed": personas.bias_report.passed}, personas)
 
-        self._start(ctx, "competitors")
-        landscape = await self._call(ctx, "competitors", lambda t: self.clients.competitors.BuildLandscape(
-            competitor_service_pb2.BuildLandscapeRequest(
-                idea=ctx.idea, count=cfg.competitor_count, seed=simconfig.stage_seed(ctx.seed, "competitors")),
-            timeout=t), cap)
-        rundir.write_json("outputs/competitors.output.json", to_dict(landscape))
-        self._done(ctx, "competitors", {"competitors": len(landscape.competitors), "prior": landscape.prior})
+        landscape = self._committed(ctx, "competitors", competitor_service_pb2.BuildLandscapeResponse)
+        if landscape is None:
+            self._start(ctx, "competitors")
+            landscape = await self._call(ctx, "competitors", lambda t: self.clients.competitors.BuildLandscape(
+                competitor_service_pb2.BuildLandscapeRequest(
+                    idea=ctx.idea, count=cfg.competitor_count, seed=simconfig.stage_seed(ctx.seed, "competitors")),
+                timeout=t), cap)
+            rundir.write_json("outputs/competitors.output.json", to_dict(landscape))
+            self._done(ctx, "competitors", {"competitors": len(landscape.competitors), "prior": landscape.prior}, landscape)
 
-        self._start(ctx, "simulation")
+        # Deterministic from the committed outputs above, so a resumed run rebuilds the same config.
         sim_config = simconfig.build_simulation_config(
             sam_usd=ctx.idea.market_size.sam_usd, personas=personas, landscape=landscape, configuration=cfg,
             seed=simconfig.stage_seed(ctx.seed, "simulation"),
             max_utility_evaluations=self.settings.max_utility_evaluations,
         )
-        rundir.write_json("outputs/simulation.config.json", to_dict(sim_config))
-        reservation = await self._reserve_budget(ctx, sim_config)
-        try:
-            result = await self._simulate(ctx, sim_config)
-        except BaseException as exc:
-            await self._release_budget(ctx, reservation.reservation_id, f"simulation did not finish: {type(exc).__name__}")
-            raise
-        settled = await self._call(ctx, "simulation", lambda t: self.clients.overwatch.CommitBudget(
-            overwatch_service_pb2.CommitBudgetRequest(
-                reservation_id=reservation.reservation_id,
-                actual=overwatch_service_pb2.ResourceAmounts(
-                    utility_evaluations=result.utility_evaluations, cpu_seconds=result.kernel_seconds)),
-            timeout=t), cap)
-        budget_warnings = [*reservation.warnings, *settled.warnings]
-        rundir.write_json("outputs/simulation.result.json", to_dict(result))
-        self._done(ctx, "simulation", {"iterations": result.iterations,
-                                       "utility_evaluations": result.utility_evaluations,
-                                       "kernel_seconds": round(result.kernel_seconds, 4),
-                                       "budget_warnings": budget_warnings})
+        result = self._committed(ctx, "simulation", simulation_pb2.SimulationResult)
+        if result is None:
+            self._start(ctx, "simulation")
+            rundir.write_json("outputs/simulation.config.json", to_dict(sim_config))
+            reservation = await self._reserve_budget(ctx, sim_config)
+            try:
+                result = await self._call(
+                    ctx, "simulation", lambda t: self._simulate(ctx, sim_config, t), self.settings.simulation_timeout_s)
+            except BaseException as exc:
+                await self._release_budget(ctx, reservation.reservation_id, f"simulation did not finish: {type(exc).__name__}")
+                raise
+            settled = await self._call(ctx, "simulation", lambda t: self.clients.overwatch.CommitBudget(
+                overwatch_service_pb2.CommitBudgetRequest(
+                    reservation_id=reservation.reservation_id,
+                    actual=overwatch_service_pb2.ResourceAmounts(
+                        utility_evaluations=result.utility_evaluations, cpu_seconds=result.kernel_seconds)),
+                timeout=t), cap)
+            rundir.write_json("outputs/simulation.result.json", to_dict(result))
+            self._done(ctx, "simulation", {"iterations": result.iterations,
+                                           "utility_evaluations": result.utility_evaluations,
+                                           "kernel_seconds": round(result.kernel_seconds, 4),
+                                           "budget_warnings": [*reservation.warnings, *settled.warnings]}, result)
 
-        self._start(ctx, "analysis")
-        analysis = await self._call(ctx, "analysis", lambda t: self.clients.analysis.Analyze(
-            analysis_service_pb2.AnalyzeRequest(
-                idea=ctx.idea, personas=personas.personas, competitors=landscape.competitors,
-                our_offering=landscape.our_offering, simulation_config=sim_config, simulation=result,
-                bias_report=personas.bias_report,
-                cost_overrides=ctx.idea.cost_overrides if ctx.idea.HasField("cost_overrides") else None),
-            timeout=t), cap)
+        analysis = self._committed(ctx, "analysis", analysis_service_pb2.AnalyzeResponse)
+        if analysis is None:
+            self._start(ctx, "analysis")
+            analysis = await self._call(ctx, "analysis", lambda t: self.clients.analysis.Analyze(
+                analysis_service_pb2.AnalyzeRequest(
+                    idea=ctx.idea, personas=personas.personas, competitors=landscape.competitors,
+                    our_offering=landscape.our_offering, simulation_config=sim_config, simulation=result,
+                    bias_report=personas.bias_report,
+                    cost_overrides=ctx.idea.cost_overrides if ctx.idea.HasField("cost_overrides") else None),
+                timeout=t), cap)
+            rundir.write_text("reports/validation_report.md", analysis.report_markdown)
+            if analysis.report_html:
+                rundir.write_text("reports/validation_report.html", analysis.report_html)
+            if analysis.report_pdf:
+                rundir.write_bytes("reports/analysis_report.pdf", analysis.report_pdf)
+            decision = analysis.decision
+            self._done(ctx, "analysis", {
+                "recommendation": short_enum(decision_pb2.Recommendation.Name(decision.recommendation), "RECOMMENDATION_"),
+                "confidence": round(decision.confidence, 4), "composite_score": round(decision.composite_score, 2)},
+                analysis)
         decision = analysis.decision
         recommendation = short_enum(decision_pb2.Recommendation.Name(decision.recommendation), "RECOMMENDATION_")
-        rundir.write_text("reports/validation_report.md", analysis.report_markdown)
-        if analysis.report_html:
-            rundir.write_text("reports/validation_report.html", analysis.report_html)
-        if analysis.report_pdf:
-            atomic_write_bytes(rundir.path / "reports/analysis_report.pdf", analysis.report_pdf)
-        self._done(ctx, "analysis", {"recommendation": recommendation, "confidence": round(decision.confidence, 4),
-                                     "composite_score": round(decision.composite_score, 2)})
 
-        self._start(ctx, "overwatch")
-        review_response = await self._call(ctx, "overwatch", lambda t: self.clients.overwatch.ReviewDecision(
-            overwatch_service_pb2.ReviewDecisionRequest(
-                run_id=ctx.run_id, project_id=ctx.project_id, idea=ctx.idea, decision=decision,
-                bias_report=personas.bias_report,
-                personas=personas.personas, simulation=without_samples(result), planned_iterations=sim_config.iterations),
-            timeout=t), cap)
-        review = review_response.review
-        verdict = short_enum(decision_pb2.ReviewVerdict.Name(review.verdict), "REVIEW_VERDICT_")
-        decision_doc = decision_output(ctx, decision, review, recommendation, verdict)
-        rundir.write_json("outputs/decision.output.json", decision_doc)
-        summary = validation_summary(ctx, decision_doc, result, personas, landscape)
-        if analysis.summary_json:
-            summary["analysis"] = json.loads(analysis.summary_json)
-        rundir.write_json("reports/validation_summary.json", summary)
-        self._done(ctx, "overwatch", {"verdict": verdict, "reasons": decision_doc["review"]["reasons"],
-                                      "policy_version": review.policy_version, "released": decision_doc["released"]})
+        review_response = self._committed(ctx, "overwatch", overwatch_service_pb2.ReviewDecisionResponse)
+        if review_response is None:
+            self._start(ctx, "overwatch")
+            review_response = await self._call(ctx, "overwatch", lambda t: self.clients.overwatch.ReviewDecision(
+                overwatch_service_pb2.ReviewDecisionRequest(
+                    run_id=ctx.run_id, project_id=ctx.project_id, idea=ctx.idea, decision=decision,
+                    bias_report=personas.bias_report, personas=personas.personas,
+                    simulation=without_samples(result), planned_iterations=sim_config.iterations),
+                timeout=t), cap)
+            review = review_response.review
+            verdict = short_enum(decision_pb2.ReviewVerdict.Name(review.verdict), "REVIEW_VERDICT_")
+            decision_doc = decision_output(ctx, decision, review, recommendation, verdict)
+            rundir.write_json("outputs/decision.output.json", decision_doc)
+            summary = validation_summary(ctx, decision_doc, result, personas, landscape)
+            if analysis.summary_json:
+                summary["analysis"] = json.loads(analysis.summary_json)
+            rundir.write_json("reports/validation_summary.json", summary)
+            self._done(ctx, "overwatch", {"verdict": verdict, "reasons": decision_doc["review"]["reasons"],
+                                          "policy_version": review.policy_version, "released": decision_doc["released"]},
+                       review_response)
+        verdict = short_enum(decision_pb2.ReviewVerdict.Name(review_response.review.verdict), "REVIEW_VERDICT_")
         self.store.update(
             ctx.run_id, "run.decision_ready", state="DECISION_READY", current_stage="", progress=1.0,
             recommendation=recommendation, review_verdict=verdict,
@@ -272,12 +351,13 @@ class Pipeline:
         except grpc.aio.AioRpcError as err:
             log.warning("could not release budget reservation %s: %s", reservation_id, err.code().name)
 
-    async def _simulate(self, ctx: RunContext, config: simulation_pb2.SimulationConfig) -> simulation_pb2.SimulationResult:
+    async def _simulate(self, ctx: RunContext, config: simulation_pb2.SimulationConfig, timeout: float) -> simulation_pb2.SimulationResult:
+        """One attempt at the simulation stage (all shards and the merge) within `timeout` seconds."""
         shards = self.settings.simulation_shards or self.clients.simulation_replicas
         chunk = config.chunk_iterations or simconfig.CHUNK_ITERATIONS
         n_chunks = math.ceil(config.iterations / chunk)
         shards = max(1, min(shards, n_chunks))
-        cap = self.settings.simulation_timeout_s
+        ends = time.monotonic() + timeout
         base = progress_before("simulation")
         weight = STAGE_WEIGHTS["simulation"]
         done = [0] * shards
@@ -286,42 +366,51 @@ class Pipeline:
             done[i] = progress.chunks_done
             self.store.set_progress(ctx.run_id, base + weight * sum(done) / n_chunks)
 
+        if shards == 1:
+            result = None
+            call = self.clients.simulation.RunSimulation(
+                simulation_service_pb2.RunSimulationRequest(config=config), timeout=_left(ends))
+            async for message in call:
+                if message.HasField("progress"):
+                    tick(0, message.progress)
+                elif message.HasField("result"):
+                    result = message.result
+            if result is None:
+                raise StageFailed("simulation", "stream ended without a result")
+            return result
+
+        bounds = split_chunks(n_chunks, shards)
+
+        async def run_shard(i: int, start: int, count: int) -> simulation_pb2.SimulationShard:
+            call = self.clients.simulation.RunShard(
+                simulation_service_pb2.RunShardRequest(config=config, chunk_start=start, chunk_count=count),
+                timeout=_left(ends))
+            shard = None
+            async for message in call:
+                if message.HasField("progress"):
+                    tick(i, message.progress)
+                elif message.HasField("shard"):
+                    shard = message.shard
+            if shard is None:
+                raise StageFailed("simulation", f"shard {i} ended without a result")
+            return shard
+
+        tasks = [asyncio.ensure_future(run_shard(i, s, c)) for i, (s, c) in enumerate(bounds)]
         try:
-            if shards == 1:
-                result = None
-                call = self.clients.simulation.RunSimulation(
-                    simulation_service_pb2.RunSimulationRequest(config=config), timeout=self._timeout(ctx, cap))
-                async for message in call:
-                    if message.HasField("progress"):
-                        tick(0, message.progress)
-                    elif message.HasField("result"):
-                        result = message.result
-                if result is None:
-                    raise StageFailed("simulation", "stream ended without a result")
-                return result
+            parts = await asyncio.gather(*tasks)
+        except BaseException:
+            # One shard failed: stop the others before the stage is retried (no orphaned work).
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        merged = await self.clients.simulation.MergeShards(
+            simulation_service_pb2.MergeShardsRequest(config=config, shards=parts), timeout=_left(ends))
+        return merged.result
 
-            bounds = split_chunks(n_chunks, shards)
 
-            async def run_shard(i: int, start: int, count: int) -> simulation_pb2.SimulationShard:
-                call = self.clients.simulation.RunShard(
-                    simulation_service_pb2.RunShardRequest(config=config, chunk_start=start, chunk_count=count),
-                    timeout=self._timeout(ctx, cap))
-                shard = None
-                async for message in call:
-                    if message.HasField("progress"):
-                        tick(i, message.progress)
-                    elif message.HasField("shard"):
-                        shard = message.shard
-                if shard is None:
-                    raise StageFailed("simulation", f"shard {i} ended without a result")
-                return shard
-
-            parts = await asyncio.gather(*(run_shard(i, s, c) for i, (s, c) in enumerate(bounds)))
-            merged = await self.clients.simulation.MergeShards(
-                simulation_service_pb2.MergeShardsRequest(config=config, shards=parts), timeout=self._timeout(ctx, cap))
-            return merged.result
-        except grpc.aio.AioRpcError as err:
-            raise stage_error(ctx, "simulation", err) from err
+def _left(ends: float) -> float:
+    return max(0.001, ends - time.monotonic())
 
 
 def stage_error(ctx: RunContext, stage: str, err: grpc.aio.AioRpcError) -> Exception:

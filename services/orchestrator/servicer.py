@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import platform
+import socket
 import time
 from urllib.parse import urlsplit
 
@@ -141,18 +142,75 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
 
     # ------------------------------------------------------------------ lifecycle
     def recover(self) -> None:
-        """Runs left active by a previous process cannot be resumed yet: end them visibly."""
+        """Start-up: resume every unfinished run no live replica drives, from its last completed stage."""
         for record in self.store.load():
+            self._adopt(record)
+
+    def adopt_orphans(self) -> None:
+        """Periodic: resume active runs whose replica died (their lease expired)."""
+        for record in self.store.orphaned():
+            if not any(t.get_name() == f"run:{record.run_id}" for t in self._tasks):
+                self._adopt(record)
+
+    async def keep_leases(self) -> None:
+        """Renew this replica's leases and adopt orphaned runs, every third of the lease."""
+        while True:
+            await asyncio.sleep(self.store.lease_s / 3)
+            try:
+                self.store.renew_leases()
+                self.adopt_orphans()
+            except Exception:  # the database may be down: try again next round
+                log.exception("lease round failed")
+
+    def _adopt(self, record: RunRecord) -> None:
+        if self.store.owner and not self.store.claim(record.run_id):
+            log.info("run %s is driven by another replica", record.run_id)
+            return
+        try:
+            ctx = self._resume_context(record)
+        except Exception as exc:  # nothing to resume from: end the run visibly, never leave it RUNNING
+            log.exception("cannot resume run %s", record.run_id)
             self.store.update(
                 record.run_id, "run.failed", state="FAILED",
-                error="interrupted: the orchestrator restarted during the run; resubmit with a new run_id",
+                error=f"interrupted: the orchestrator restarted and the run cannot be resumed ({exc}); "
+                "resubmit with a new run_id",
                 payload={"reason": "orchestrator_restart"},
             )
+            return
+        done = [s for s, state in record.stage_results.items() if state == "completed"]
+        self.store.update(record.run_id, "run.resumed", payload={"completed_stages": done})
+        log.info("resuming run %s after %s", record.run_id, done[-1] if done else "nothing")
+        self._launch(ctx)
+
+    def _resume_context(self, record: RunRecord) -> RunContext:
+        stored = self.store.stage_output(record.run_id, "ingestion")
+        if stored is not None:
+            idea = idea_pb2.Idea.FromString(stored)
+        else:  # a run from before the database kept stage outputs
+            idea = json_format.ParseDict(self.store.rundir(record.run_id).read_json("idea.input.json")["idea"], idea_pb2.Idea())
+        configuration = json_format.ParseDict(record.configuration, run_pb2.RunConfiguration())
+        # The run's deadline is wall-clock from its creation: time spent down counts against it.
+        created = parse_time(record.created_at)
+        remaining = created.timestamp() + record.timeout_seconds - time.time()
+        return RunContext(
+            run_id=record.run_id, project_id=record.project_id, idea=idea, configuration=configuration,
+            seed=record.seed, deadline=time.monotonic() + remaining, correlation_id=record.correlation_id,
+        )
+
+    def _launch(self, ctx: RunContext) -> None:
+        task = asyncio.create_task(self.pipeline.execute(ctx), name=f"run:{ctx.run_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def shutdown(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.store.owner:
+            try:
+                self.store.release_leases()
+            except Exception:  # leases then expire on their own
+                log.exception("could not release leases")
 
     # ------------------------------------------------------------------ RPCs
     async def SubmitRun(self, request: vpb.SubmitRunRequest, context) -> vpb.SubmitRunResponse:
@@ -211,16 +269,16 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
             rundir = RunDirectory(self.settings.runs_dir, project_id, run_id)
             response = self._submit_response(record, rundir, idea)
             record.submit_response = json_format.MessageToDict(response, preserving_proto_field_name=True)
-            self.store.create(record, rundir, actor=record.initiated_by or "tractionbuild")
+            self.store.create(
+                record, rundir, actor=record.initiated_by or "tractionbuild",
+                stage_outputs={"ingestion": idea.SerializeToString(deterministic=True)},
+            )
             rundir.write_json("idea.input.json", {"source_shape": shape, "idea": to_dict(idea)})
 
-        ctx = RunContext(
+        self._launch(RunContext(
             run_id=run_id, project_id=project_id, idea=idea, configuration=configuration, seed=seed,
-            deadline=time.monotonic() + configuration.timeout_seconds,
-        )
-        task = asyncio.create_task(self.pipeline.execute(ctx), name=f"run:{run_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            deadline=time.monotonic() + configuration.timeout_seconds, correlation_id=record.correlation_id,
+        ))
         return response
 
     def _replay(self, existing: RunRecord, digest: str) -> vpb.SubmitRunResponse:
@@ -404,8 +462,15 @@ def final_go_no_go(decision_doc: dict) -> tuple[str, list[str]]:
     return ("GO" if recommendation in ("GO", "PIVOT") and verdict == "APPROVE" else "NO_GO"), reasons
 
 
+def replica_id(address: str) -> str:
+    """Stable across restarts of one replica (same host, same address), distinct between replicas."""
+    return f"{socket.gethostname()}/{address}"
+
+
 def build_host(settings: Settings, address: str | None = None) -> ServiceHost:
-    store = RunStore(settings.runs_dir)
+    address = address or settings.orchestrator_addr
+    store = RunStore(settings.runs_dir, database_url=settings.database_url, owner=replica_id(address),
+                     lease_s=settings.run_lease_s)
     holder: dict = {}
 
     def register(server) -> list[str]:
@@ -416,10 +481,16 @@ def build_host(settings: Settings, address: str | None = None) -> ServiceHost:
         vgrpc.add_ValidationServiceServicer_to_server(servicer, server)
         return [vpb.DESCRIPTOR.services_by_name["ValidationService"].full_name]
 
+    async def on_start() -> None:
+        holder["leases"] = asyncio.create_task(holder["servicer"].keep_leases(), name="leases")
+
     async def on_stop() -> None:
+        if "leases" in holder:
+            holder["leases"].cancel()
         await holder["servicer"].shutdown()
         await holder["clients"].close()
 
     return ServiceHost(
-        "orchestrator", address or settings.orchestrator_addr, register, on_stop=on_stop, grace_s=settings.grace_period_s
+        "orchestrator", address, register, on_start=on_start, on_stop=on_stop,
+        grace_s=settings.grace_period_s,
     )

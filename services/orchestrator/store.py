@@ -1,9 +1,20 @@
-"""The orchestrator's run records: kept in memory, persisted as each run's meta.json.
+"""The orchestrator's run records, stage outputs and events, in the store's database.
 
 A `RunRecord` is the single source of a run's status; every change goes through `RunStore.update`,
-which rewrites meta.json atomically and appends the matching event to events.jsonl. On start-up the
-store re-reads every meta.json under the runs root, so status and results survive a restart. (A
-database-backed store is the durable-state issue's work; this interface is what it will implement.)
+which in ONE transaction rewrites the run's row, appends the matching event to the append-only event
+store, and (optionally) records a stage's output and the outbox messages the change causes. Only
+after the commit are the run directory's mirrors written (meta.json, events.jsonl), so a crash can
+leave a mirror one step behind the database, never ahead; `load` re-syncs them at start-up.
+
+With several orchestrator replicas on one PostgreSQL database, each active run is driven by the
+replica holding its lease (`run_leases`): taken at creation or resume, renewed while the replica
+lives, dropped when the run leaves the active states. A replica that dies leaves leases that expire,
+and another replica (or the same one, restarted: the owner id is stable per host and address) adopts
+the run. A replica that lost a lease gets `LeaseLost` on its next write and stops driving the run.
+
+The runs row is a projection: `rebuild` recomputes it from the run's events alone (every event
+carries the fields it changed). Stage outputs are keyed by (run, stage): a stage whose output is
+committed is never called again for that run, which is what lets a restarted orchestrator resume.
 """
 
 from __future__ import annotations
@@ -11,14 +22,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 import logging
+import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from smvm import correlation
-from smvm.errors import NotFound
+from smvm.db import Database, open_database
+from smvm.db.database import Transaction, database_url_for
+from smvm.db.outbox import SqlOutbox, enqueue_in
+from smvm.errors import AlreadyExists, FailedPrecondition, NotFound
+from smvm.outbox import OutboxMessage
 
-from services.orchestrator.rundir import RunDirectory, iso, utcnow
+from services.orchestrator.rundir import ArtifactCorrupt, RunDirectory, iso, new_event, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +51,7 @@ STAGE_WEIGHTS = {
     "overwatch": 0.10,
 }
 TERMINAL = ("COMPLETED", "FAILED", "TIMEOUT")
+MIRROR_RESYNC_RECENT = 50
 ACTIVE = ("INITIATED", "RUNNING")
 
 
@@ -69,6 +88,14 @@ class RunRecord:
         meta["source_system"] = "tractionbuild"
         return meta
 
+    def to_row(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "RunRecord":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in row.items() if k in fields})
+
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> "RunRecord":
         fields = {f.name for f in dataclasses.fields(cls)}
@@ -77,89 +104,343 @@ class RunRecord:
         return cls(**data)
 
 
-class RunStore:
-    """Run records by run_id, each backed by its run directory."""
+class LeaseLost(FailedPrecondition):
+    """Another replica drives this run now; this one must stop."""
 
-    def __init__(self, runs_root: Path):
+
+class RunStore:
+    """Run records by run_id in the database; artifacts in each run's directory."""
+
+    def __init__(self, runs_root: Path, db: Database | None = None, *, database_url: str = "",
+                 owner: str = "", lease_s: float = 30.0):
+        # owner: this orchestrator replica's id; empty = no leases (a store used by tools and tests)
+        self.owner = owner
+        self.lease_s = lease_s
         self.root = Path(runs_root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._records: dict[str, RunRecord] = {}
-        self._dirs: dict[str, RunDirectory] = {}
+        self.db = db if db is not None else open_database(database_url_for(database_url, self.root))
+        self.outbox = SqlOutbox(self.db)
+        # Progress inside a stage changes many times a second: kept in memory, not in the database.
+        self._live_progress: dict[str, float] = {}
         self._lock = asyncio.Lock()
 
+    # ------------------------------------------------------------------ reading
     def load(self) -> list[RunRecord]:
-        """Re-read every run under the root; return those that were active (interrupted)."""
+        """Start-up: import legacy run directories, rebuild lost rows, re-sync mirrors; return active runs."""
+        self._import_legacy_directories()
+        with self.db.transaction() as tx:
+            orphans = [r[0] for r in tx.all(
+                "SELECT DISTINCT e.run_id FROM events e LEFT JOIN runs r ON r.run_id = e.run_id WHERE r.run_id IS NULL")]
+        for run_id in orphans:
+            log.warning("run %s has events but no status row: rebuilding it from its events", run_id)
+            self.rebuild(run_id)
         interrupted = []
-        for meta_path in sorted(self.root.glob("*/validation/*/meta.json")):
-            try:
-                rundir = RunDirectory(self.root, meta_path.parent.parent.parent.name, meta_path.parent.name)
-                record = RunRecord.from_meta(rundir.read_json("meta.json"))
-            except Exception:  # a foreign or damaged directory must not stop the service
-                log.exception("skipping unreadable run directory %s", meta_path.parent)
+        with self.db.transaction() as tx:
+            # A crash can leave behind only the mirrors of runs it was writing: the active ones and
+            # the last ones changed. Checking those keeps start-up time independent of history.
+            recent = [r[0] for r in tx.all(
+                "SELECT record FROM runs ORDER BY updated_at DESC LIMIT ?", (MIRROR_RESYNC_RECENT,))]
+            active = [r[0] for r in tx.all(
+                "SELECT record FROM runs WHERE state IN (?, ?) ORDER BY created_at, run_id", ACTIVE)]
+        seen = set()
+        for row in active + recent:
+            record = RunRecord.from_row(json.loads(row))
+            if record.run_id in seen:
                 continue
-            self._records[record.run_id] = record
-            self._dirs[record.run_id] = rundir
+            seen.add(record.run_id)
+            self._resync_mirrors(record)
             if record.state in ACTIVE:
                 interrupted.append(record)
         return interrupted
 
-    def get(self, run_id: str) -> RunRecord:
-        try:
-            return self._records[run_id]
-        except KeyError:
-            raise NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND") from None
+    def _row(self, tx: Transaction, run_id: str, *, lock: bool = False) -> RunRecord | None:
+        row = tx.one(f"SELECT record FROM runs WHERE run_id = ?{tx.for_update() if lock else ''}", (run_id,))
+        return RunRecord.from_row(json.loads(row[0])) if row else None
+
+    def _with_live(self, record: RunRecord) -> RunRecord:
+        live = self._live_progress.get(record.run_id)
+        if live is not None and record.state in ACTIVE:
+            record.progress = max(record.progress, live)
+        return record
 
     def find(self, run_id: str) -> RunRecord | None:
-        return self._records.get(run_id)
+        with self.db.reading() as tx:
+            record = self._row(tx, run_id)
+        return self._with_live(record) if record else None
+
+    def get(self, run_id: str) -> RunRecord:
+        record = self.find(run_id)
+        if record is None:
+            raise NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND")
+        return record
 
     def rundir(self, run_id: str) -> RunDirectory:
-        self.get(run_id)
-        return self._dirs[run_id]
+        record = self.get(run_id)
+        return RunDirectory(self.root, record.project_id, run_id, ledger=self)
 
     def __iter__(self) -> Iterator[RunRecord]:
-        return iter(list(self._records.values()))
+        with self.db.reading() as tx:
+            rows = tx.all("SELECT record FROM runs ORDER BY created_at, run_id")
+        return iter([self._with_live(RunRecord.from_row(json.loads(r[0]))) for r in rows])
+
+    def events(self, run_id: str) -> list[dict]:
+        """The run's events in order, from the event store."""
+        with self.db.reading() as tx:
+            rows = tx.all(
+                "SELECT event_id, type, run_id, time, actor, correlation_id, payload FROM events WHERE run_id = ? ORDER BY seq",
+                (run_id,),
+            )
+        project = self._project_of(run_id, rows)
+        return [
+            {"event_id": e, "type": t, "run_id": r, "project_id": project, "time": tm, "actor": a,
+             "correlation_id": c, "payload": json.loads(p)}
+            for e, t, r, tm, a, c, p in rows
+        ]
+
+    @staticmethod
+    def _project_of(run_id: str, rows: list[tuple]) -> str:
+        for row in rows:
+            payload = json.loads(row[6])
+            if "record" in payload:
+                return payload["record"]["project_id"]
+        return ""
+
+    def stage_output(self, run_id: str, stage: str) -> bytes | None:
+        """The committed output of (run, stage), or None when the stage has not completed."""
+        with self.db.reading() as tx:
+            row = tx.one("SELECT output, sha256 FROM stage_outputs WHERE run_id = ? AND stage = ?", (run_id, stage))
+        if row is None:
+            return None
+        output = bytes(row[0])
+        if hashlib.sha256(output).hexdigest() != row[1]:
+            raise ArtifactCorrupt(f"stored output of stage {stage} of run {run_id} is corrupt", reason="STAGE_OUTPUT_CORRUPT")
+        return output
 
     @property
     def lock(self) -> asyncio.Lock:
         """Serialises creation so two submissions of one run_id cannot both create it."""
         return self._lock
 
-    def create(self, record: RunRecord, rundir: RunDirectory, *, actor: str) -> None:
-        rundir.create()
-        self._records[record.run_id] = record
-        self._dirs[record.run_id] = rundir
-        self._persist(record)
-        rundir.append_event(
-            "run.initiated",
-            correlation_id=record.correlation_id,
-            actor=actor,
-            payload={"status": record.state, "seed": record.seed, "source_shape": record.source_shape},
-        )
+    # ------------------------------------------------------------------ artifact ledger (RunDirectory)
+    def record_artifact(self, run_id: str, path: str, sha256: str, size: int) -> None:
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM artifacts WHERE run_id = ? AND path = ?", (run_id, path))
+            tx.execute(
+                "INSERT INTO artifacts (run_id, path, sha256, size, written_at) VALUES (?, ?, ?, ?, ?)",
+                (run_id, path, sha256, size, iso(utcnow())),
+            )
 
-    def update(self, run_id: str, event_type: str, *, actor: str = "orchestrator", payload: dict | None = None, **changes: Any) -> RunRecord:
-        """Apply `changes`, persist meta.json, and append `event_type` to the event log."""
-        record = self.get(run_id)
-        for key, value in changes.items():
-            if not hasattr(record, key):
-                raise AttributeError(key)
-            setattr(record, key, value)
-        record.updated_at = iso(utcnow())
-        self._persist(record)
-        body = {"status": record.state, "current_stage": record.current_stage, "progress": round(record.progress, 4)}
-        body.update(payload or {})
-        self._dirs[run_id].append_event(
-            event_type, correlation_id=correlation.get() or record.correlation_id, actor=actor, payload=body
+    def artifact_digest(self, run_id: str, path: str) -> tuple[str, int] | None:
+        with self.db.reading() as tx:
+            row = tx.one("SELECT sha256, size FROM artifacts WHERE run_id = ? AND path = ?", (run_id, path))
+        return (row[0], int(row[1])) if row else None
+
+    # ------------------------------------------------------------------ writing
+    def create(
+        self, record: RunRecord, rundir: RunDirectory, *, actor: str,
+        stage_outputs: dict[str, bytes] | None = None, outbox: Sequence[OutboxMessage] = (),
+    ) -> None:
+        """Insert a new run with its run.initiated event (AlreadyExists if the run_id is taken)."""
+        rundir.ledger = self
+        rundir.create()
+        event = new_event(
+            rundir, "run.initiated", correlation_id=record.correlation_id, actor=actor,
+            payload={"status": record.state, "seed": record.seed, "source_shape": record.source_shape,
+                     "record": record.to_row()},
         )
-        return record
+        with self.db.transaction() as tx:
+            if tx.one("SELECT 1 FROM runs WHERE run_id = ?", (record.run_id,)):
+                raise AlreadyExists(f"run {record.run_id} already exists", reason="RUN_ID_CONFLICT")
+            self._insert_row(tx, record)
+            self._insert_event(tx, event)
+            if self.owner and record.state in ACTIVE:
+                tx.execute("DELETE FROM run_leases WHERE run_id = ?", (record.run_id,))
+                tx.execute("INSERT INTO run_leases (run_id, owner, expires_at) VALUES (?, ?, ?)",
+                           (record.run_id, self.owner, time.time() + self.lease_s))
+            for stage, output in (stage_outputs or {}).items():
+                self._insert_stage_output(tx, record.run_id, stage, output)
+            enqueue_in(tx, outbox)
+        self._mirror(record, rundir, event)
+
+    def update(
+        self, run_id: str, event_type: str, *, actor: str = "orchestrator", payload: dict | None = None,
+        outbox: Sequence[OutboxMessage] = (), stage_output: tuple[str, bytes] | None = None, **changes: Any,
+    ) -> RunRecord:
+        """Apply `changes`, append `event_type`, and store `stage_output` and `outbox` messages: one transaction."""
+        for key in changes:
+            if key not in _FIELDS:
+                raise AttributeError(key)
+        with self.db.transaction() as tx:
+            record = self._row(tx, run_id, lock=True)
+            if record is None:
+                raise NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND")
+            if self.owner and record.state in ACTIVE:
+                lease = tx.one("SELECT owner FROM run_leases WHERE run_id = ?", (run_id,))
+                if lease is not None and lease[0] != self.owner:
+                    raise LeaseLost(f"run {run_id} is driven by {lease[0]}", reason="LEASE_LOST")
+            changes["updated_at"] = iso(utcnow())
+            if "progress" in changes:
+                changes["progress"] = round(float(changes["progress"]), 6)
+            for key, value in changes.items():
+                setattr(record, key, value)
+            rundir = RunDirectory(self.root, record.project_id, run_id, ledger=self)
+            body = {"status": record.state, "current_stage": record.current_stage, "progress": round(record.progress, 4)}
+            body.update(payload or {})
+            body["changes"] = changes
+            event = new_event(rundir, event_type, correlation_id=correlation.get() or record.correlation_id,
+                              actor=actor, payload=body)
+            tx.execute(
+                "UPDATE runs SET state = ?, updated_at = ?, record = ? WHERE run_id = ?",
+                (record.state, record.updated_at, json.dumps(record.to_row()), run_id),
+            )
+            self._insert_event(tx, event)
+            if stage_output is not None:
+                self._insert_stage_output(tx, run_id, *stage_output)
+            enqueue_in(tx, outbox)
+            if record.state not in ACTIVE:
+                tx.execute("DELETE FROM run_leases WHERE run_id = ?", (run_id,))
+        if record.state not in ACTIVE:
+            self._live_progress.pop(run_id, None)
+        self._mirror(record, rundir, event)
+        return self._with_live(record)
+
+    # ------------------------------------------------------------------ leases
+    def claim(self, run_id: str) -> bool:
+        """Take (or keep) the lease of an active run unless a live replica holds it."""
+        now = time.time()
+        with self.db.transaction() as tx:
+            lease = tx.one(f"SELECT owner, expires_at FROM run_leases WHERE run_id = ?{tx.for_update()}", (run_id,))
+            if lease is None:
+                tx.execute("INSERT INTO run_leases (run_id, owner, expires_at) VALUES (?, ?, ?)",
+                           (run_id, self.owner, now + self.lease_s))
+                return True
+            if lease[0] == self.owner or float(lease[1]) < now:
+                tx.execute("UPDATE run_leases SET owner = ?, expires_at = ? WHERE run_id = ?",
+                           (self.owner, now + self.lease_s, run_id))
+                return True
+            return False
+
+    def renew_leases(self) -> int:
+        """Extend every lease this replica holds; return how many."""
+        with self.db.transaction() as tx:
+            cursor = tx.execute("UPDATE run_leases SET expires_at = ? WHERE owner = ?", (time.time() + self.lease_s, self.owner))
+            return cursor.rowcount
+
+    def release_leases(self) -> None:
+        """Graceful shutdown: hand this replica's runs over at once instead of after expiry."""
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM run_leases WHERE owner = ?", (self.owner,))
+
+    def orphaned(self) -> list[RunRecord]:
+        """Active runs whose lease has expired or that have none (their replica died)."""
+        with self.db.reading() as tx:
+            rows = tx.all(
+                "SELECT r.record FROM runs r LEFT JOIN run_leases l ON l.run_id = r.run_id "
+                "WHERE r.state IN (?, ?) AND (l.run_id IS NULL OR l.expires_at < ?) ORDER BY r.created_at, r.run_id",
+                (*ACTIVE, time.time()))
+        return [RunRecord.from_row(json.loads(r[0])) for r in rows]
 
     def set_progress(self, run_id: str, progress: float) -> None:
         """Progress inside a stage: kept in memory only (no event per tick)."""
-        record = self.get(run_id)
-        record.progress = max(record.progress, min(1.0, progress))
+        current = self._live_progress.get(run_id, 0.0)
+        self._live_progress[run_id] = max(current, min(1.0, progress))
 
-    def _persist(self, record: RunRecord) -> None:
-        rundir = self._dirs[record.run_id]
-        rundir.write_json("meta.json", record.to_meta(str(rundir.path)))
+    def rebuild(self, run_id: str) -> RunRecord:
+        """Recompute the run's status row from its events alone, and store it."""
+        record = fold_events(self.events(run_id))
+        if record is None:
+            raise NotFound(f"run {run_id} has no events", reason="RUN_NOT_FOUND")
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            self._insert_row(tx, record)
+        return record
+
+    # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _insert_row(tx: Transaction, record: RunRecord) -> None:
+        tx.execute(
+            "INSERT INTO runs (run_id, project_id, state, created_at, updated_at, record) VALUES (?, ?, ?, ?, ?, ?)",
+            (record.run_id, record.project_id, record.state, record.created_at, record.updated_at,
+             json.dumps(record.to_row())),
+        )
+
+    @staticmethod
+    def _insert_event(tx: Transaction, event: dict) -> None:
+        tx.execute(
+            "INSERT INTO events (event_id, run_id, type, actor, correlation_id, time, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (event["event_id"], event["run_id"], event["type"], event["actor"], event["correlation_id"] or "",
+             event["time"], json.dumps(event["payload"], default=str)),
+        )
+
+    @staticmethod
+    def _insert_stage_output(tx: Transaction, run_id: str, stage: str, output: bytes) -> None:
+        if tx.one("SELECT 1 FROM stage_outputs WHERE run_id = ? AND stage = ?", (run_id, stage)):
+            raise AlreadyExists(f"stage {stage} of run {run_id} already has an output", reason="STAGE_ALREADY_COMPLETED")
+        tx.execute(
+            "INSERT INTO stage_outputs (run_id, stage, output, sha256, completed_at) VALUES (?, ?, ?, ?, ?)",
+            (run_id, stage, bytes(output), hashlib.sha256(output).hexdigest(), iso(utcnow())),
+        )
+
+    def _mirror(self, record: RunRecord, rundir: RunDirectory, event: dict) -> None:
+        """Write the run directory's mirrors after a commit (a failure here loses nothing)."""
+        try:
+            rundir.path.mkdir(parents=True, exist_ok=True)
+            rundir.mirror_event(event)
+            rundir_meta(rundir, record)
+        except OSError:
+            log.exception("could not mirror run %s to its directory (the database has it)", record.run_id)
+
+    def _resync_mirrors(self, record: RunRecord) -> None:
+        rundir = RunDirectory(self.root, record.project_id, record.run_id, ledger=self)
+        events = self.events(record.run_id)
+        try:
+            if [e["event_id"] for e in rundir.events()] != [e["event_id"] for e in events]:
+                rundir.path.mkdir(parents=True, exist_ok=True)
+                rundir.mirror_events(events)
+            rundir_meta(rundir, record)
+        except (OSError, ValueError):
+            log.exception("could not re-sync the mirrors of run %s", record.run_id)
+
+    def _import_legacy_directories(self) -> None:
+        """Runs written before the database (meta.json + events.jsonl only) become rows once."""
+        with self.db.transaction() as tx:
+            known = {r[0] for r in tx.all("SELECT run_id FROM runs")}
+        for meta_path in sorted(self.root.glob("*/validation/*/meta.json")):
+            if meta_path.parent.name in known:
+                continue
+            try:
+                rundir = RunDirectory(self.root, meta_path.parent.parent.parent.name, meta_path.parent.name)
+                record = RunRecord.from_meta(rundir.read_json("meta.json"))
+            except Exception:  # a foreign or damaged directory must not stop the service
+                log.exception("skipping unreadable run directory %s", meta_path.parent)
+                continue
+            event = new_event(rundir, "run.imported", correlation_id=record.correlation_id, actor="store",
+                              payload={"status": record.state, "record": record.to_row()})
+            with self.db.transaction() as tx:
+                self._insert_row(tx, record)
+                self._insert_event(tx, event)
+            rundir.mirror_event(event)
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(RunRecord))
+
+
+def rundir_meta(rundir: RunDirectory, record: RunRecord) -> None:
+    rundir.write_json_unrecorded("meta.json", record.to_meta(str(rundir.path)))
+
+
+def fold_events(events: list[dict]) -> RunRecord | None:
+    """A run's record from its events alone: the initial record, then each event's changes in order."""
+    record: RunRecord | None = None
+    for event in events:
+        payload = event.get("payload", {})
+        if "record" in payload:
+            record = RunRecord.from_row(payload["record"])
+        elif record is not None:
+            for key, value in payload.get("changes", {}).items():
+                if key in _FIELDS:
+                    setattr(record, key, value)
+    return record
 
 
 def progress_before(stage: str) -> float:

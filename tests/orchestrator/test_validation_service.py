@@ -137,26 +137,49 @@ async def test_fan_out_over_three_replicas_gives_the_same_bytes_as_one(runs_dir,
     assert results[0] == results[1]
 
 
-async def test_restart_keeps_finished_runs_and_fails_interrupted_ones_visibly(mesh_factory, runs_dir):
+async def test_restart_keeps_finished_runs_and_resumes_interrupted_ones(mesh_factory, runs_dir):
     async with mesh_factory() as (settings, orchestrator, _):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator.port}") as channel:
             stub = vgrpc.ValidationServiceStub(channel)
             await stub.SubmitRun(_request("RUN-DONE"), timeout=10)
             await _wait(stub, "RUN-DONE")
             await stub.SubmitRun(_request("RUN-CUT", iterations=300_000), timeout=10)
-            await asyncio.sleep(0.5)
-    # the orchestrator stopped mid-run; a new one must not leave RUN-CUT "RUNNING" for ever
+            while (await stub.GetRunStatus(vpb.GetRunStatusRequest(run_id="RUN-CUT"), timeout=5)).status.current_stage != "simulation":
+                await asyncio.sleep(0.05)
+    # the orchestrator stopped mid-simulation; a new one resumes RUN-CUT from its last completed stage
     async with mesh_factory() as (settings, orchestrator, _):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator.port}") as channel:
             stub = vgrpc.ValidationServiceStub(channel)
             done = (await stub.GetRunStatus(vpb.GetRunStatusRequest(run_id="RUN-DONE"), timeout=5)).status
-            cut = (await stub.GetRunStatus(vpb.GetRunStatusRequest(run_id="RUN-CUT"), timeout=5)).status
+            cut = await _wait(stub, "RUN-CUT")
             listed = await stub.ListRuns(vpb.ListRunsRequest(project_id="PROJ-T"), timeout=5)
     assert done.state == run_pb2.RUN_STATE_DECISION_READY
-    assert cut.state == run_pb2.RUN_STATE_FAILED and "interrupted" in cut.error
+    assert cut.state == run_pb2.RUN_STATE_DECISION_READY, cut.error
     assert {r.run_id for r in listed.runs} == {"RUN-DONE", "RUN-CUT"}
-    events = [json.loads(line)["type"] for line in (runs_dir / "PROJ-T/validation/RUN-CUT/events.jsonl").read_text().splitlines()]
-    assert events[-1] == "run.failed"
+    events = [json.loads(line) for line in (runs_dir / "PROJ-T/validation/RUN-CUT/events.jsonl").read_text().splitlines()]
+    types = [e["type"] for e in events]
+    assert "run.resumed" in types and types[-1] == "run.decision_ready"
+    resumed_at = types.index("run.resumed")
+    assert events[resumed_at]["payload"]["completed_stages"] == ["ingestion", "personas", "competitors"]
+    # each stage completed exactly once: the finished ones were not called again
+    completed = [e["payload"]["stage"] for e in events if e["type"] == "stage.completed"]
+    assert completed == ["personas", "competitors", "simulation", "analysis", "overwatch"]
+
+
+async def test_a_stage_down_past_its_budget_fails_the_run_naming_it(mesh_factory):
+    async with mesh_factory(stage_timeout_s=2) as (settings, orchestrator, hosts):
+        personas = hosts[1]
+        await personas.stop(0)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator.port}") as channel:
+            stub = vgrpc.ValidationServiceStub(channel)
+            started = asyncio.get_running_loop().time()
+            await stub.SubmitRun(_request("RUN-DOWN"), timeout=10)
+            status = await _wait(stub, "RUN-DOWN", timeout_s=60)
+            waited = asyncio.get_running_loop().time() - started
+    assert status.state == run_pb2.RUN_STATE_FAILED
+    assert "personas" in status.error and "UNAVAILABLE" in status.error and "budget of 2s" in status.error
+    assert status.stage_results["personas"] == "failed"
+    assert 1.5 <= waited < 30  # retried for its budget, then gave up (never hangs)
 
 
 async def test_cost_overrides_in_the_submission_reach_the_financials(mesh_factory):

@@ -1,0 +1,199 @@
+"""Versioned schema migrations, applied in order at start-up by every process that opens the store.
+
+Each migration runs in its own transaction together with the row that records it in
+`schema_migrations`, so a crash mid-way leaves the schema at the previous version. On PostgreSQL an
+advisory lock makes concurrent replicas migrate one at a time (the others then find nothing to do).
+Append new migrations at the end; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from smvm.db.database import POSTGRESQL, SQLITE, Database
+
+# Dialect spellings used in the schema text below.
+_TYPES = {
+    SQLITE: {"{serial}": "INTEGER PRIMARY KEY AUTOINCREMENT", "{blob}": "BLOB", "{float}": "REAL", "{bigint}": "INTEGER"},
+    POSTGRESQL: {"{serial}": "BIGSERIAL PRIMARY KEY", "{blob}": "BYTEA", "{float}": "DOUBLE PRECISION", "{bigint}": "BIGINT"},
+}
+_MIGRATION_LOCK_KEY = 0x534D564D  # "SMVM"
+
+
+@dataclasses.dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]  # portable SQL with {serial}/{blob}/{float}/{bigint} placeholders
+    sqlite_only: tuple[str, ...] = ()
+    postgresql_only: tuple[str, ...] = ()
+
+    def sql_for(self, dialect: str) -> list[str]:
+        extra = self.sqlite_only if dialect == SQLITE else self.postgresql_only
+        out = []
+        for text in self.statements + extra:
+            for token, spelled in _TYPES[dialect].items():
+                text = text.replace(token, spelled)
+            out.append(text)
+        return out
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "runs, events, stage outputs, artifacts, outbox",
+        (
+            # The current state of each run: a projection of its events (see eventlog.py).
+            """CREATE TABLE runs (
+                run_id TEXT PRIMARY KEY,
+                project_id TEXT NOT NULL,
+                state TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                record TEXT NOT NULL
+            )""",
+            "CREATE INDEX runs_by_project ON runs (project_id, created_at)",
+            "CREATE INDEX runs_by_state ON runs (state)",
+            # Append-only event store, ordered per run by seq.
+            """CREATE TABLE events (
+                seq {serial},
+                event_id TEXT NOT NULL UNIQUE,
+                run_id TEXT NOT NULL,
+                type TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                correlation_id TEXT NOT NULL,
+                time TEXT NOT NULL,
+                payload TEXT NOT NULL
+            )""",
+            "CREATE INDEX events_by_run ON events (run_id, seq)",
+            # Each completed stage's response (serialised protobuf), keyed by (run, stage): a stage
+            # whose output is here is never called again for that run.
+            """CREATE TABLE stage_outputs (
+                run_id TEXT NOT NULL,
+                stage TEXT NOT NULL,
+                output {blob} NOT NULL,
+                sha256 TEXT NOT NULL,
+                completed_at TEXT NOT NULL,
+                PRIMARY KEY (run_id, stage)
+            )""",
+            # Files in the run directory and the digest they had when written.
+            """CREATE TABLE artifacts (
+                run_id TEXT NOT NULL,
+                path TEXT NOT NULL,
+                sha256 TEXT NOT NULL,
+                size {bigint} NOT NULL,
+                written_at TEXT NOT NULL,
+                PRIMARY KEY (run_id, path)
+            )""",
+            # The transactional outbox (smvm/outbox.py).
+            """CREATE TABLE outbox (
+                event_id TEXT PRIMARY KEY,
+                run_id TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                url TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                created_at {float} NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at {float} NOT NULL,
+                state TEXT NOT NULL,
+                last_error TEXT NOT NULL DEFAULT '',
+                delivered_at {float},
+                response TEXT NOT NULL DEFAULT ''
+            )""",
+            "CREATE INDEX outbox_due ON outbox (state, next_attempt_at)",
+            "CREATE INDEX outbox_by_run ON outbox (run_id, created_at)",
+        ),
+        sqlite_only=(
+            """CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+               BEGIN SELECT RAISE(ABORT, 'events are append-only'); END""",
+            """CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+               BEGIN SELECT RAISE(ABORT, 'events are append-only'); END""",
+        ),
+        postgresql_only=(
+            """CREATE FUNCTION smvm_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN RAISE EXCEPTION 'events are append-only'; END $$""",
+            """CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events
+               FOR EACH ROW EXECUTE FUNCTION smvm_events_append_only()""",
+        ),
+    ),
+    Migration(
+        2,
+        "memory graph: nodes, links, learned runs",
+        (
+            # kind: project | idea | persona | competitor | decision (also the retention data class).
+            """CREATE TABLE memory_nodes (
+                node_id TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                project_id TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                domain TEXT NOT NULL,
+                label TEXT NOT NULL,
+                data TEXT NOT NULL,
+                first_seen TEXT NOT NULL,
+                last_seen TEXT NOT NULL
+            )""",
+            "CREATE INDEX memory_nodes_by_kind ON memory_nodes (kind, domain)",
+            "CREATE INDEX memory_nodes_by_project ON memory_nodes (project_id, kind)",
+            "CREATE INDEX memory_nodes_by_age ON memory_nodes (kind, last_seen)",
+            """CREATE TABLE memory_edges (
+                src TEXT NOT NULL,
+                dst TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                PRIMARY KEY (src, dst, kind, run_id)
+            )""",
+            "CREATE INDEX memory_edges_by_dst ON memory_edges (dst, kind)",
+            "CREATE TABLE memory_learned_runs (run_id TEXT PRIMARY KEY, learned_at TEXT NOT NULL)",
+        ),
+    ),
+    Migration(
+        3,
+        "run leases: which orchestrator replica drives an active run",
+        (
+            """CREATE TABLE run_leases (
+                run_id TEXT PRIMARY KEY,
+                owner TEXT NOT NULL,
+                expires_at {float} NOT NULL
+            )""",
+            "CREATE INDEX run_leases_by_owner ON run_leases (owner)",
+        ),
+    ),
+)
+
+
+def current_version(db: Database) -> int:
+    with db.transaction() as tx:
+        _ensure_table(tx)
+        row = tx.one("SELECT MAX(version) FROM schema_migrations")
+    return int(row[0] or 0) if row else 0
+
+
+def _ensure_table(tx) -> None:
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+
+
+def migrate(db: Database, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+    """Apply every migration newer than the database's version; return the versions applied."""
+    versions = [m.version for m in migrations]
+    if versions != sorted(set(versions)):
+        raise ValueError("migration versions must be unique and increasing")
+    applied = []
+    for migration in migrations:
+        with db.transaction() as tx:
+            if db.dialect == POSTGRESQL:
+                tx.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK_KEY,))
+            _ensure_table(tx)
+            if tx.one("SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)):
+                continue
+            for statement in migration.sql_for(db.dialect):
+                tx.execute(statement)
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.name, dt.datetime.now(dt.timezone.utc).isoformat()),
+            )
+            applied.append(migration.version)
+    return applied

@@ -257,7 +257,9 @@ class Pipeline:
             try:
                 result = await self._call(
                     ctx, "simulation", lambda t: self._simulate(ctx, sim_config, t), self.settings.simulation_timeout_s)
-            except BaseException as exc:
+            except Exception as exc:
+                # Not on cancellation (shutdown): the run resumes later and settles this same reservation
+                # (ReserveBudget replays it for the run); if it never does, the reservation expires.
                 await self._release_budget(ctx, reservation.reservation_id, f"simulation did not finish: {type(exc).__name__}")
                 raise
             settled = await self._call(ctx, "simulation", lambda t: self.clients.overwatch.CommitBudget(

@@ -208,6 +208,9 @@ def cmd_import(args) -> int:
     if report.get("quality_warning"):
         print(f"quality_warning: {'; '.join(w for w in report.get('warnings', []) if w.startswith('quality:'))}",
               file=sys.stderr)
+    return 0
+
+
 def cmd_memory(args) -> int:
     """The memory service's queries, printed as JSON."""
     import grpc

@@ -265,8 +265,10 @@ class Ledger:
             row = self._row(tx, reservation_id)
             ceilings = ProjectCeilings.for_project(self.policy, row["project_id"])
             if row["state"] == "committed":
-                same = (row["actual_evaluations"], row["actual_tokens"], row["actual_cpu_seconds"]) == (
-                    actual.utility_evaluations, actual.tokens, actual.cpu_seconds)
+                # A retried commit (the orchestrator re-running a stage after losing its database, say)
+                # is the same work when the counted amounts match; CPU seconds are a measurement that
+                # differs between attempts, so the first commit's figure stands.
+                same = (row["actual_evaluations"], row["actual_tokens"]) == (actual.utility_evaluations, actual.tokens)
                 if not same:
                     raise AlreadyExists(f"reservation {reservation_id} was committed with other amounts",
                                         reason="ALREADY_COMMITTED")

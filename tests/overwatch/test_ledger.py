@@ -133,8 +133,10 @@ def test_settlement_is_idempotent_and_refuses_contradictions(tmp_path):
     assert again.replayed and again.reservation_id == held.reservation_id
     with pytest.raises(AlreadyExists):
         reserve(ledger, "RUN-A", evals=101)
-    ledger.commit(held.reservation_id, Amounts(90))
-    assert ledger.commit(held.reservation_id, Amounts(90)).replayed
+    ledger.commit(held.reservation_id, Amounts(90, cpu_seconds=1.5))
+    assert ledger.commit(held.reservation_id, Amounts(90, cpu_seconds=1.5)).replayed
+    # The same work measured again (a retried stage) replays; the first CPU figure stands.
+    assert ledger.commit(held.reservation_id, Amounts(90, cpu_seconds=2.25)).replayed
     with pytest.raises(AlreadyExists):
         ledger.commit(held.reservation_id, Amounts(91))
     with pytest.raises(FailedPrecondition):

@@ -1,6 +1,6 @@
 """Chunked, reproducible execution and the split-independent merge of chunk statistics.
 
-Chunk c (iterations [c*ci, (c+1)*ci)) draws from Generator(PCG64(SeedSequence(seed).spawn(n)[c])),
+Chunk c (iterations [c*ci, (c+1)*ci)) draws from Generator(SFC64(SeedSequence(seed).spawn(n)[c])),
 built directly as SeedSequence(seed, spawn_key=(c,)) (the same child), so a chunk's numbers depend
 only on (seed, c). Each chunk reduces to ChunkStats:
 
@@ -189,7 +189,7 @@ def _chunk_stats(spec, rows: Rows, out) -> tuple[np.ndarray, np.ndarray]:
 
 def chunk_generator(seed: int, chunk: int) -> np.random.Generator:
     """The chunk's stream: child `chunk` of SeedSequence(seed).spawn(n_chunks)."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(chunk,))))
+    return np.random.Generator(np.random.SFC64(np.random.SeedSequence(seed, spawn_key=(chunk,))))
 
 
 def _run_one(spec, rows: Rows, chunk: int, simulate):

@@ -365,9 +365,13 @@ def simulate(spec, rng, n_iter):
 
 
 def warmup() -> None:
-    """Compile (or load from NUMBA_CACHE_DIR) the kernel with the argument types the service uses."""
+    """Compile (or load from NUMBA_CACHE_DIR) everything the engine runs, with the argument types
+    the service uses: the kernel and the chunk histogram."""
+    from services.simulation.engine import binning
+
     state = streams.state_of(np.random.Generator(np.random.SFC64(0)))
     one = np.ones(1)
     simulate_chunk(state, 1, 2, 2, True, one, one, one * 0.1, one * 0.05, one, one, np.ones((1, 1)),
                    np.ones((2, 1)), np.ones(2), np.ones(2), np.ones(2),
                    np.array([1.0, 2.0, 0.03, 0.1, 0.38, 0.1, 0.02, 0.1, 0.1, 0.02]))
+    binning.counts(np.ones((1, 1)), one, np.array([False, True]), np.zeros(2), np.ones(2), 4)

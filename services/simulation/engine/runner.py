@@ -29,7 +29,7 @@ import numpy as np
 
 from smvm.errors import Cancelled, InvalidArgument
 
-from services.simulation.engine import kernel
+from services.simulation.engine import binning, kernel
 
 BINS = 1024
 # Log-binned rows resolve values down to this fraction of their upper bound; below is one bin.
@@ -154,26 +154,12 @@ class Output:
     samples: list[Sample] = field(default_factory=list)
 
 
-def _bin_index(values: np.ndarray, is_log: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Fixed bins per row (last axis): linear on [lo, hi], or bin 0 = [0, lo) then log-spaced."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lin = np.floor(BINS * (values - lo) / (hi - lo))
-        log = 1.0 + np.floor((BINS - 1) * np.log(np.maximum(values, lo) / lo) / np.log(hi / lo))
-        log = np.where(values < lo, 0.0, log)
-    idx = np.where(is_log, log, lin)
-    return np.clip(np.nan_to_num(idx, nan=0.0), 0, BINS - 1).astype(np.int64)
-
-
 def _chunk_stats(spec, rows: Rows, out) -> tuple[np.ndarray, np.ndarray]:
     _, customers, share, revenue, final_shares, final_prices, base_share, demand, wtp, _ = out
     demand_revenue = demand * spec.price_grid * out[0][:, :1]
     per_iteration = np.concatenate([customers, share, revenue, final_shares, demand, demand_revenue], axis=1)
-    n_iter_rows = per_iteration.shape[1]
-    idx = _bin_index(per_iteration, rows.is_log[:n_iter_rows], rows.lo[:n_iter_rows], rows.hi[:n_iter_rows])
-    flat = (idx + np.arange(n_iter_rows) * BINS).ravel()
     wtp_flat = wtp.ravel()
-    wtp_idx = _bin_index(wtp_flat, rows.is_log[-1:], rows.lo[-1:], rows.hi[-1:]) + n_iter_rows * BINS
-    counts = np.bincount(np.concatenate([flat, wtp_idx]), minlength=rows.count * BINS).astype(np.int64)
+    counts = binning.counts(per_iteration, wtp_flat, rows.is_log, rows.lo, rows.hi, BINS)
 
     list_prices = spec.off_price
     total = list_prices[1:].sum()

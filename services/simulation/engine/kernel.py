@@ -66,7 +66,7 @@ import numpy as np
 from numba import njit
 
 from services.simulation.engine import streams
-from services.simulation.engine.vexp import vexp
+from services.simulation.engine.vexp import fma, vexp
 
 ENGINE = f"numba-{numba.__version__}"
 # A competitor "loses share" only when the fall exceeds this relative margin, so that rounding
@@ -74,7 +74,7 @@ ENGINE = f"numba-{numba.__version__}"
 LOSS_MARGIN = 1e-9
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(inline="always")
 def _mean(v):
     """Mean of a 1-d array in a fixed order: 8 interleaved partial sums (one AVX-512 or two AVX2
     registers, so the adds do not wait on each other), then a fixed pairwise combination."""
@@ -149,6 +149,7 @@ def simulate_chunk(state, n_iter, n_cust, months, response, seg_cumw, seg_wtp_me
     e_ours = np.empty(n_cust)
     ratio_r = np.empty(n_cust)
     tot = np.empty(n_cust)
+    inv = np.empty(n_cust)
     prob = np.empty(n_cust)
     pre = np.empty(n_off)
     cur = np.empty(n_off + 1)
@@ -211,7 +212,7 @@ def simulate_chunk(state, n_iter, n_cust, months, response, seg_cumw, seg_wtp_me
                 x = off_features[j, f]
                 a_j = a[j]
                 for i in range(n_cust):
-                    a_j[i] += imp[i] * x
+                    a_j[i] = fma(imp[i], x, a_j[i])
 
         # The market before our entry (competitors and none), our base share, the demand curve.
         for i in range(n_cust):
@@ -230,10 +231,13 @@ def simulate_chunk(state, n_iter, n_cust, months, response, seg_cumw, seg_wtp_me
                 ej = vexp(e[j, i] - cmax[i])
                 e[j, i] = ej
                 csum[i] += ej
-        for j in range(1, n_off):
+        if respond:  # the pre-entry shares are only the re-pricing rule's reference
             for i in range(n_cust):
-                prob[i] = e[j, i] / csum[i]
-            pre[j] = _mean(prob)
+                inv[i] = 1.0 / csum[i]
+            for j in range(1, n_off):
+                for i in range(n_cust):
+                    prob[i] = e[j, i] * inv[i]
+                pre[j] = _mean(prob)
         p0 = off_price[0]
         for i in range(n_cust):
             u0 = a[0, i] - k[i] * p0
@@ -244,14 +248,16 @@ def simulate_chunk(state, n_iter, n_cust, months, response, seg_cumw, seg_wtp_me
             ratio_r[i] = t if d > 0.0 else 1.0
             tot[i] = e_ours[i] + csum[i] * ratio_r[i]
         for i in range(n_cust):
-            prob[i] = e_ours[i] / tot[i]
+            inv[i] = 1.0 / tot[i]
+            prob[i] = e_ours[i] * inv[i]
+            inv[i] *= ratio_r[i]  # competitors' and none's factor: r / tot
         cur[0] = _mean(prob)
         for j in range(1, n_off):
             for i in range(n_cust):
-                prob[i] = e[j, i] * ratio_r[i] / tot[i]
+                prob[i] = e[j, i] * inv[i]
             cur[j] = _mean(prob)
         for i in range(n_cust):
-            prob[i] = enone[i] * ratio_r[i] / tot[i]
+            prob[i] = enone[i] * inv[i]
         cur[n_off] = _mean(prob)
         for g in range(n_grid):
             pg = grid[g]
@@ -295,14 +301,15 @@ def simulate_chunk(state, n_iter, n_cust, months, response, seg_cumw, seg_wtp_me
                         e[j, i] = ej
                         tot[i] += ej
                 for i in range(n_cust):
-                    prob[i] = e_ours[i] / tot[i]
+                    inv[i] = 1.0 / tot[i]
+                    prob[i] = e_ours[i] * inv[i]
                 cur[0] = _mean(prob)
                 for j in range(1, n_off):
                     for i in range(n_cust):
-                        prob[i] = e[j, i] / tot[i]
+                        prob[i] = e[j, i] * inv[i]
                     cur[j] = _mean(prob)
                 for i in range(n_cust):
-                    prob[i] = enone[i] / tot[i]
+                    prob[i] = enone[i] * inv[i]
                 cur[n_off] = _mean(prob)
                 evaluations += n_cust * (n_off - 1)
             aware, ours = _bass_month(aware, ours, cur[0], ratio, decay, churn)

@@ -50,7 +50,8 @@ def simulate(spec, rng: np.random.Generator, n_iter: int):
     ec = np.exp(uc - cmax)
     e_none = np.exp(-cmax)
     csum = e_none + ec.sum(axis=-1, keepdims=True)
-    pre = (ec / csum).mean(axis=1)  # (I, J-1)
+    respond = spec.competitive_response and n_off > 1
+    pre = (ec / csum).mean(axis=1) if respond else None  # (I, J-1): the re-pricing rule's reference
     u0 = a[..., :1] - k[..., None] * spec.off_price[0]
     d0 = u0 - cmax
     t0 = np.exp(-np.abs(d0))
@@ -70,7 +71,6 @@ def simulate(spec, rng: np.random.Generator, n_iter: int):
     ratio, decay = q / p, np.exp(-(p + q))
     aware = np.zeros(n_iter)
     ours = np.zeros(n_iter)
-    respond = spec.competitive_response and n_off > 1
     for month in range(months):
         if respond and month > 0:
             uc = a[..., 1:] - k[..., None] * prices[:, None, 1:]

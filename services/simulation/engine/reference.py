@@ -42,7 +42,8 @@ def simulate(spec, rng: np.random.Generator, n_iter: int):
     k = spec.seg_beta[seg] * np.exp(tau * z[:, 1]) * scale[:, None] / wtp
     brand = spec.seg_brand[seg] * np.exp(tau * z[:, 2])
     importance = spec.seg_importance[seg] * np.exp(tau[..., None] * z[:, 3:].transpose(0, 2, 1))  # (I, N, F)
-    a = brand[..., None] * spec.off_brand + importance @ spec.off_features.T  # (I, N, J)
+    a = brand[..., None] * spec.off_brand + (importance.reshape(n_iter * n_cust, n_feat) @ spec.off_features.T).reshape(
+        n_iter, n_cust, n_off)  # (I, N, J); one matrix product for the whole chunk
 
     # Competitors (and none) before our entry; then ours joins; then our price varies on the grid.
     uc = a[..., 1:] - k[..., None] * spec.off_price[1:]  # (I, N, J-1)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -197,6 +198,23 @@ def default_threads() -> int:
     return int(os.environ.get("SMVM_SIM_THREADS", 0)) or (os.cpu_count() or 1)
 
 
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def pool(workers: int) -> ThreadPoolExecutor:
+    """The process's engine thread pool of `workers` threads, created once.
+
+    Starting fresh threads for every run cost 1-2 ms (a default run's kernel takes about 4 ms on
+    two threads); concurrent runs share the pool's threads instead of oversubscribing the CPUs.
+    """
+    with _pools_lock:
+        executor = _pools.get(workers)
+        if executor is None:
+            executor = _pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"sim-engine-{workers}")
+        return executor
+
+
 def run_chunks(
     spec,
     chunk_start: int,
@@ -222,29 +240,29 @@ def run_chunks(
     chunks, samples = [], []
     evaluations, seconds = 0, 0.0
     pending = list(range(chunk_start, chunk_start + chunk_count))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        running = []
-        stopped = False
-        while pending or running:
-            while pending and len(running) < workers and not stopped:
-                if should_stop is not None and should_stop():
-                    stopped = True
-                    break
-                running.append(pool.submit(_run_one, spec, rows, pending.pop(0), simulate))
-            if stopped and not running:
+    executor = pool(workers)
+    running = []
+    stopped = False
+    while pending or running:
+        while pending and len(running) < workers and not stopped:
+            if should_stop is not None and should_stop():
+                stopped = True
                 break
-            if not running:
-                break
-            sums, counts, chunk_samples, chunk_evals, chunk_seconds = running.pop(0).result()
-            chunks.append(sums)
-            histogram += counts
-            samples.extend(chunk_samples)
-            evaluations += chunk_evals
-            seconds += chunk_seconds
-            if on_progress is not None:
-                on_progress(len(chunks), chunk_count, evaluations)
-        if stopped:
-            raise Cancelled(f"simulation stopped after {len(chunks)} of {chunk_count} chunks")
+            running.append(executor.submit(_run_one, spec, rows, pending.pop(0), simulate))
+        if stopped and not running:
+            break
+        if not running:
+            break
+        sums, counts, chunk_samples, chunk_evals, chunk_seconds = running.pop(0).result()
+        chunks.append(sums)
+        histogram += counts
+        samples.extend(chunk_samples)
+        evaluations += chunk_evals
+        seconds += chunk_seconds
+        if on_progress is not None:
+            on_progress(len(chunks), chunk_count, evaluations)
+    if stopped:
+        raise Cancelled(f"simulation stopped after {len(chunks)} of {chunk_count} chunks")
     return Partial(chunk_start, chunk_count, chunks, histogram, samples, evaluations, seconds, layout_for(spec))
 
 

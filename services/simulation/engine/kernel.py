@@ -131,15 +131,11 @@ def simulate_chunk(state, n_iter, n_cust, months, response, seg_cumw, seg_wtp_me
     streams.fill_doubles(state, uniforms)
     z = np.empty(4 + (3 + n_feat) * n_cust)
     seg = np.empty(n_cust, np.intp)
-    c_wtp_median = np.empty(n_cust)
-    c_wtp_sigma = np.empty(n_cust)
-    c_beta = np.empty(n_cust)
-    c_brand = np.empty(n_cust)
-    c_importance = np.empty((n_feat, n_cust))
-    tau = np.empty(n_cust)
+    n_coef = (3 + n_feat) * n_cust
+    c_median = np.empty(n_coef)
+    c_sd = np.empty(n_coef)
+    coef = np.empty(n_coef)
     k = np.empty(n_cust)
-    brand = np.empty(n_cust)
-    imp = np.empty(n_cust)
     a = np.empty((n_off, n_cust))
     e = np.empty((n_off, n_cust))
     cmax = np.empty(n_cust)
@@ -172,47 +168,46 @@ def simulate_chunk(state, n_iter, n_cust, months, response, seg_cumw, seg_wtp_me
         draws[it, 4] = scale
 
         # Customers: segment (the number of cumulative weights at or below the uniform: branch-free),
-        # the segment's parameters gathered per customer (so the loops after it read contiguous
-        # memory and vectorise), coefficients, and the price-independent part a[j, i] of utility.
+        # coefficients, and the price-independent part a[j, i] of each utility.
         for i in range(n_cust):
             seg[i] = 0
         for s in range(n_seg - 1):
             cw = seg_cumw[s]
             for i in range(n_cust):
                 seg[i] += 1 if uniforms[ub + 1 + i] >= cw else 0
+        # Every coefficient is median * exp(log-sd * z) (lognormal): the segments' medians and
+        # log-sds laid out like the normal block (coefficient-major), then one flat loop.
         for i in range(n_cust):
             s = seg[i]
-            c_wtp_median[i] = seg_wtp_median[s]
-            c_wtp_sigma[i] = seg_wtp_sigma[s]
-            tau[i] = seg_taste_sd[s]
-            c_beta[i] = seg_beta[s]
-            c_brand[i] = seg_brand[s]
+            taste_sd = seg_taste_sd[s]
+            c_median[i] = seg_wtp_median[s]
+            c_sd[i] = seg_wtp_sigma[s]
+            c_median[n_cust + i] = seg_beta[s]
+            c_sd[n_cust + i] = taste_sd
+            c_median[2 * n_cust + i] = seg_brand[s]
+            c_sd[2 * n_cust + i] = taste_sd
             for f in range(n_feat):
-                c_importance[f, i] = seg_importance[s, f]
-        z_wtp = z[4:4 + n_cust]
-        z_beta = z[4 + n_cust:4 + 2 * n_cust]
-        z_brand = z[4 + 2 * n_cust:4 + 3 * n_cust]
+                c_median[(3 + f) * n_cust + i] = seg_importance[s, f]
+                c_sd[(3 + f) * n_cust + i] = taste_sd
+        for c in range(n_coef):
+            coef[c] = c_median[c] * vexp(c_sd[c] * z[4 + c])
         wtp_it = wtp[it]
         for i in range(n_cust):
-            w = c_wtp_median[i] * vexp(c_wtp_sigma[i] * z_wtp[i])
+            w = coef[i]
             wtp_it[i] = w
-            k[i] = c_beta[i] * vexp(tau[i] * z_beta[i]) * scale / w
-            brand[i] = c_brand[i] * vexp(tau[i] * z_brand[i])
+            k[i] = coef[n_cust + i] * scale / w
         for j in range(n_off):
             bj = off_brand[j]
             a_j = a[j]
             for i in range(n_cust):
-                a_j[i] = brand[i] * bj
+                a_j[i] = coef[2 * n_cust + i] * bj
         for f in range(n_feat):
-            z_f = z[4 + (3 + f) * n_cust:4 + (4 + f) * n_cust]
-            c_f = c_importance[f]
-            for i in range(n_cust):
-                imp[i] = c_f[i] * vexp(tau[i] * z_f[i])
+            imp_f = coef[(3 + f) * n_cust:(4 + f) * n_cust]
             for j in range(n_off):
                 x = off_features[j, f]
                 a_j = a[j]
                 for i in range(n_cust):
-                    a_j[i] = fma(imp[i], x, a_j[i])
+                    a_j[i] = fma(imp_f[i], x, a_j[i])
 
         # The market before our entry (competitors and none), our base share, the demand curve.
         for i in range(n_cust):

@@ -31,6 +31,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
+# Both engines get their parallelism from the runner's threads (one chunk per thread). OpenBLAS's
+# own threads (the reference's one matrix product per chunk) would spin after each call and take
+# the CPUs from whatever runs next; measured here they made the reference slower (CPU 125 ms vs
+# 70 ms for the default workload), so numpy's BLAS runs single-threaded, to the reference's benefit.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 

@@ -51,10 +51,12 @@ evaluation is a utility actually computed (and exponentiated) for that customer;
 utilities are computed once per customer and price state, not once per grid point.
 
 Speed: every loop over customers is branch-free straight-line arithmetic (vexp.py instead of the C
-library's exp), so LLVM vectorises it across customers; the random words come from SFC64 run in
-registers (streams.py). Determinism: only the chunk's stream draws numbers; no fastmath (LLVM
-keeps every sum in program order, and means over customers use fixed 4-lane partial sums); each
-chunk runs single-threaded, so results do not depend on the thread, chunk-batch or shard count.
+library's exp; error_model="numpy", since numba's default Python error model puts a zero-division
+branch in every float division), so LLVM vectorises it across customers; the random words come
+from SFC64 run in registers (streams.py). Determinism: only the chunk's stream draws numbers; no
+fastmath (LLVM keeps every sum in program order, and means over customers use 8 fixed partial
+sums); fused multiply-adds only where written (llvm.fma, exactly rounded on any CPU); each chunk
+runs single-threaded, so results do not depend on the thread, chunk-batch or shard count.
 """
 
 from __future__ import annotations

@@ -115,6 +115,17 @@ def _whole_run(spec, repeats: int) -> dict:
 
 
 def _peak_rss_mib() -> float:
+    """This process's own peak RSS: VmHWM, the high-water mark of its address space (reset by exec).
+
+    getrusage's ru_maxrss is not used: Linux carries it over from the parent across fork + exec,
+    so a child would report at least the benchmark process's own peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

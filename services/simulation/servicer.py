@@ -49,6 +49,12 @@ async def _run_with_progress(
             return True
         return False
 
+    if context is not None:
+        # The call's end (cancelled by the client, deadline, or done) stops the engine. The
+        # generator's finally below is not enough: when the call is cancelled while this generator
+        # is suspended at a yield, nothing resumes it and the finally runs only when it is
+        # garbage-collected, so the engine would run to the end for nobody.
+        context.add_done_callback(lambda _: stop.set())
     job = asyncio.ensure_future(asyncio.to_thread(work, on_progress, should_stop))
     try:
         while True:

@@ -216,7 +216,8 @@ def deterministic_bytes(result: simulation_pb2.SimulationResult) -> bytes:
 def shard_to_proto(partial: runner.Partial) -> simulation_pb2.SimulationShard:
     chunks = []
     for n, chunk in enumerate(partial.chunks):
-        stats = simulation_pb2.ChunkStats(chunk_index=chunk.index, iterations=chunk.iterations, sums=chunk.sums.tolist())
+        stats = simulation_pb2.ChunkStats(chunk_index=chunk.index, iterations=chunk.iterations, sums=chunk.sums.tolist(),
+                                          level=chunk.level)
         if n == 0:
             stats.histogram_counts.extend(partial.histogram.tolist())
         chunks.append(stats)
@@ -235,7 +236,8 @@ def shard_from_proto(shard: simulation_pb2.SimulationShard) -> runner.Partial:
         raise InvalidArgument("shards.chunks.histogram_counts", "only a shard's first chunk carries the histogram")
     return runner.Partial(
         chunk_start=shard.chunk_start, chunk_count=shard.chunk_count,
-        chunks=[runner.ChunkSums(c.chunk_index, c.iterations, np.array(c.sums, dtype=np.float64)) for c in shard.chunks],
+        chunks=[runner.ChunkSums(c.chunk_index, c.iterations, np.array(c.sums, dtype=np.float64), c.level)
+                for c in shard.chunks],
         histogram=histogram, samples=[_sample_from_proto(s) for s in shard.samples],
         utility_evaluations=shard.utility_evaluations, kernel_seconds=shard.kernel_seconds, layout=shard.layout,
     )

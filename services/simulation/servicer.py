@@ -13,7 +13,7 @@ import time
 from typing import AsyncIterator, Callable
 
 from smvm.config import Settings
-from smvm.errors import InvalidArgument
+from smvm.errors import Cancelled, DeadlineExceeded, InvalidArgument
 from smvm.server import ServiceHost
 from smvm.v1 import simulation_pb2, simulation_service_pb2 as pb, simulation_service_pb2_grpc as pb_grpc
 
@@ -34,6 +34,7 @@ async def _run_with_progress(
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     stop = threading.Event()
+    timed_out = threading.Event()
     remaining = context.time_remaining() if context is not None else None
     deadline = time.monotonic() + remaining if remaining is not None else math.inf
 
@@ -41,8 +42,19 @@ async def _run_with_progress(
         loop.call_soon_threadsafe(queue.put_nowait, _progress(done, total, evaluations))
 
     def should_stop() -> bool:
-        return stop.is_set() or time.monotonic() > deadline
+        if stop.is_set():
+            return True
+        if time.monotonic() > deadline:
+            timed_out.set()
+            return True
+        return False
 
+    if context is not None:
+        # The call's end (cancelled by the client, deadline, or done) stops the engine. The
+        # generator's finally below is not enough: when the call is cancelled while this generator
+        # is suspended at a yield, nothing resumes it and the finally runs only when it is
+        # garbage-collected, so the engine would run to the end for nobody.
+        context.add_done_callback(lambda _: stop.set())
     job = asyncio.ensure_future(asyncio.to_thread(work, on_progress, should_stop))
     try:
         while True:
@@ -55,7 +67,14 @@ async def _run_with_progress(
             break
         while not queue.empty():
             yield queue.get_nowait()
-        yield job.result()
+        try:
+            result = job.result()
+        except Cancelled as err:
+            # Stopped by the call's own deadline: say so (the engine noticed it before gRPC did).
+            if timed_out.is_set():
+                raise DeadlineExceeded(str(err)) from err
+            raise
+        yield result
     finally:
         stop.set()  # client gone or deadline passed: the engine stops at the next chunk boundary
         if not job.done():

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from smvm.errors import Cancelled, InvalidArgument, ResourceExhausted
 from services.simulation import budget, convert
@@ -137,3 +138,51 @@ def test_merge_refuses_missing_or_duplicate_chunks(config_factory):
     with pytest.raises(InvalidArgument) as error:
         runner.merge(other, [first, rest])
     assert error.value.field == "shards[0].layout"
+
+
+def _numeric_fields(config) -> list[str]:
+    """Every float field of a config built by make_config, as the dotted path the errors use."""
+    offering = ["monthly_price_usd", "brand"]
+    segment = ["weight", "wtp_median_usd", "wtp_sigma", "price_sensitivity", "brand_affinity", "innovation",
+               "imitation", "churn_monthly"]
+    paths = [f"our_offering.{f}" for f in offering]
+    paths += [f"our_offering.features[{i}]" for i in range(len(config.our_offering.features))]
+    for c, competitor in enumerate(config.competitors):
+        paths += [f"competitors[{c}].{f}" for f in offering]
+        paths += [f"competitors[{c}].features[{i}]" for i in range(len(competitor.features))]
+    for s, seg in enumerate(config.segments):
+        paths += [f"segments[{s}].{f}" for f in segment]
+        paths += [f"segments[{s}].feature_importance[{i}]" for i in range(len(seg.feature_importance))]
+    paths += [f"priors.{f.name}" for f in config.priors.DESCRIPTOR.fields]
+    paths += [f"price_grid[{g}]" for g in range(len(config.price_grid))]
+    return paths + ["competitor_reprice_step"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), bad=st.sampled_from([math.nan, math.inf, -math.inf]),
+       competitors=st.integers(0, 3), segments=st.integers(1, 3), features=st.integers(1, 3))
+def test_any_non_finite_number_is_refused_naming_its_field(config_factory, data, bad, competitors, segments, features):
+    config = config_factory(competitors=competitors, segments=segments, features=features)
+    path = data.draw(st.sampled_from(_numeric_fields(config)))
+    _mutate(config, path, bad)
+    with pytest.raises(InvalidArgument) as error:
+        convert.spec_from_proto(config)
+    assert error.value.field == f"config.{path}"
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), price=st.floats(max_value=-1e-300, allow_nan=False, allow_infinity=False),
+       competitors=st.integers(0, 4))
+def test_any_negative_price_is_refused_naming_its_field(config_factory, data, price, competitors):
+    config = config_factory(competitors=competitors)
+    paths = ["our_offering.monthly_price_usd"] + [f"competitors[{c}].monthly_price_usd" for c in range(competitors)]
+    path = data.draw(st.sampled_from(paths))
+    _mutate(config, path, price)
+    with pytest.raises(InvalidArgument) as error:
+        convert.spec_from_proto(config)
+    assert error.value.field == f"config.{path}"
+    config = config_factory(competitors=competitors)
+    _mutate(config, f"price_grid[{data.draw(st.integers(0, len(config.price_grid) - 1))}]", price)
+    with pytest.raises(InvalidArgument) as error:
+        convert.spec_from_proto(config)
+    assert error.value.field == "config.price_grid"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from services.simulation import convert
@@ -65,3 +66,31 @@ def test_same_seed_same_bytes_other_seed_differs(config_factory):
     other = convert.spec_from_proto(config_factory(seed=6))
     assert convert.deterministic_bytes(_result(other, [runner.run_chunks(other, 0, other.n_chunks)])) != \
         convert.deterministic_bytes(runs[0])
+
+
+@pytest.mark.parametrize("fanout", [2, 3])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**63), cuts=st.lists(st.integers(1, 40), max_size=5), threads=st.integers(1, 3))
+def test_split_invariance_over_a_deep_sums_tree(config_factory, monkeypatch, fanout, seed, cuts, threads):
+    """With a small fanout the chunk-sums tree has several levels: shards complete different
+    nodes, merge completes the rest, and the bytes are still those of one whole run."""
+    monkeypatch.setattr(runner, "FANOUT", fanout)
+    config = config_factory(seed=seed, iterations=41 * 4, chunk_iterations=4, months=4, sample_limit=3)
+    spec = convert.spec_from_proto(config)
+    whole_partial = runner.run_chunks(spec, 0, spec.n_chunks, threads=1)
+    assert [(c.level, c.index) for c in whole_partial.chunks] == [(4 if fanout == 3 else 6, 0)]
+    whole = _result(spec, [whole_partial])
+    edges = [0, *sorted(set(c for c in cuts if c < spec.n_chunks)), spec.n_chunks]
+    parts = [runner.run_chunks(spec, a, b - a, threads=threads) for a, b in zip(edges, edges[1:])]
+    levels = 1 + max(c.level for p in parts for c in p.chunks)
+    for part in parts:  # a shard keeps at most the unfinished edges of each level
+        assert len(part.chunks) <= 2 * (fanout - 1) * levels + 1
+    shards = [convert.shard_from_proto(convert.shard_to_proto(p)) for p in reversed(parts)]
+    assert convert.deterministic_bytes(_result(spec, shards)) == convert.deterministic_bytes(whole)
+
+
+def test_a_shard_holds_a_bounded_number_of_sums(config_factory):
+    spec = convert.spec_from_proto(config_factory(iterations=3000, chunk_iterations=1, months=2, customers=2, grid=2))
+    partial = runner.run_chunks(spec, 5, 2990)  # 2990 chunks: nodes of 64, 4096 chunks
+    assert len(partial.chunks) <= 2 * 63 * 2
+    assert sum(c.iterations for c in partial.chunks) == 2990

@@ -1,15 +1,20 @@
 """Chunked, reproducible execution and the split-independent merge of chunk statistics.
 
-Chunk c (iterations [c*ci, (c+1)*ci)) draws from Generator(PCG64(SeedSequence(seed).spawn(n)[c])),
+Chunk c (iterations [c*ci, (c+1)*ci)) draws from Generator(SFC64(SeedSequence(seed).spawn(n)[c])),
 built directly as SeedSequence(seed, spawn_key=(c,)) (the same child), so a chunk's numbers depend
 only on (seed, c). Each chunk reduces to ChunkStats:
 
 - `sums` (float64): per histogram row its sum, min and max, then base_share, final_price[J] and
-  price_change summed over the chunk's iterations. Chunks are merged by adding sums in chunk
-  order, so the floating-point result is the same for any split into shards.
+  price_change summed over the chunk's iterations. Chunk sums are combined over a fixed
+  FANOUT-ary tree of chunk indices: node (level L, index b) is the in-order combination of nodes
+  (L - 1, FANOUT b .. FANOUT b + FANOUT - 1), level 0 being the chunks. A shard combines every
+  node whose chunks all lie in its range as soon as they are done and keeps only the rest, so
+  it holds at most about FANOUT nodes per level (memory does not grow with the iteration count);
+  merge completes the same tree, so the floating-point result is the same for any split into
+  shards, in any order.
 - `histogram_counts` (int64): fixed bins per row, bins set by the config only; integer counts
   add exactly in any order, so a shard carries them summed over its chunks (in its first
-  ChunkStats) and memory does not grow with the iteration count.
+  ChunkStats).
 
 Quantiles are read off the merged histogram (linear interpolation inside a bin, geometric for log
 bins) and clamped to the exact merged [min, max]. The layout string names all of this; merge
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,13 +35,15 @@ import numpy as np
 
 from smvm.errors import Cancelled, InvalidArgument
 
-from services.simulation.engine import kernel
+from services.simulation.engine import binning, kernel
 
 BINS = 1024
 # Log-binned rows resolve values down to this fraction of their upper bound; below is one bin.
 LOG_RANGE = 1e-6
 QUANTILES = (0.05, 0.10, 0.50, 0.90, 0.95)
-LAYOUT_VERSION = "smvm.sim.v1"
+# Children per node of the chunk-sums tree: a shard holds at most about FANOUT nodes per level.
+FANOUT = 64
+LAYOUT_VERSION = "smvm.sim.v2"
 
 
 @dataclass(frozen=True)
@@ -89,16 +97,92 @@ def layout_for(spec) -> str:
     return (
         f"{LAYOUT_VERSION};bins={BINS};log_range={LOG_RANGE:g};rows={blocks};"
         f"sums=row_sum[{rows.count}],row_min[{rows.count}],row_max[{rows.count}],base_share,"
-        f"final_price[{spec.n_offerings}],price_change;histogram=row-major[{rows.count}x{BINS}],"
+        f"final_price[{spec.n_offerings}],price_change;sums_tree=fanout {FANOUT}, in-order;"
+        f"histogram=row-major[{rows.count}x{BINS}],"
         "summed over a shard's chunks, carried by its first ChunkStats"
     )
 
 
 @dataclass
 class ChunkSums:
+    """A node of the sums tree: a chunk (level 0) or the combination of FANOUT nodes below it."""
+
     index: int
     iterations: int
     sums: np.ndarray
+    level: int = 0
+
+
+class SumsTree:
+    """Chunk sums combined over the fixed FANOUT-ary tree of chunk indices (see the module doc)."""
+
+    def __init__(self, spec, row_count: int):
+        self.spec = spec
+        self.rows = row_count
+        self.nodes: dict[tuple[int, int], ChunkSums] = {}
+
+    def width(self, level: int) -> int:
+        return -(-self.spec.n_chunks // FANOUT**level)
+
+    def chunk_span(self, level: int, index: int) -> tuple[int, int]:
+        return index * FANOUT**level, min((index + 1) * FANOUT**level, self.spec.n_chunks)
+
+    def _combine(self, total: np.ndarray, more: np.ndarray) -> np.ndarray:
+        r = self.rows
+        out = total.copy()
+        out[:r] = total[:r] + more[:r]
+        out[r:2 * r] = np.minimum(total[r:2 * r], more[r:2 * r])
+        out[2 * r:3 * r] = np.maximum(total[2 * r:3 * r], more[2 * r:3 * r])
+        out[3 * r:] = total[3 * r:] + more[3 * r:]
+        return out
+
+    def add(self, node: ChunkSums, field: str = "chunks") -> None:
+        """Insert a node (validated against the tree) and complete every parent it completes."""
+        level, index = node.level, node.index
+        if level < 0 or not 0 <= index < self.width(level) or (level > 0 and self.width(level - 1) == 1):
+            raise InvalidArgument(field, f"node ({level}, {index}) is not in the tree of {self.spec.n_chunks} chunks")
+        first, end = self.chunk_span(level, index)
+        iterations = min(end * self.spec.chunk_iterations, self.spec.iterations) - first * self.spec.chunk_iterations
+        if node.iterations != iterations:
+            raise InvalidArgument(field, f"node ({level}, {index}) has {node.iterations} iterations, not {iterations}")
+        if self._overlaps(level, index):
+            raise InvalidArgument(field, f"chunk {index} duplicated" if level == 0 else f"node ({level}, {index}) duplicated")
+        self.nodes[(level, index)] = node
+        while self.width(level) > 1:
+            parent = index // FANOUT
+            children = range(parent * FANOUT, min((parent + 1) * FANOUT, self.width(level)))
+            if not all((level, i) in self.nodes for i in children):
+                return
+            total, count = None, 0
+            for i in children:  # in index order: the same additions whatever the shards were
+                child = self.nodes.pop((level, i))
+                total = child.sums.copy() if total is None else self._combine(total, child.sums)
+                count += child.iterations
+            level, index = level + 1, parent
+            self.nodes[(level, index)] = ChunkSums(index, count, total, level)
+
+    def _overlaps(self, level: int, index: int) -> bool:
+        """Whether a node held already covers one of this node's chunks (itself, an ancestor or,
+        for nodes above the chunks, which only merge adds, a descendant)."""
+        lv, i = level, index
+        while True:
+            if (lv, i) in self.nodes:
+                return True
+            if self.width(lv) == 1:
+                break
+            lv, i = lv + 1, i // FANOUT
+        if level == 0:
+            return False
+        first, end = self.chunk_span(level, index)
+        return any(lv < level and self.chunk_span(lv, i)[0] < end and first < self.chunk_span(lv, i)[1]
+                   for lv, i in self.nodes)
+
+    def root(self) -> ChunkSums | None:
+        """The whole run's node, once every chunk is in."""
+        top = 0
+        while self.width(top) > 1:
+            top += 1
+        return self.nodes.get((top, 0)) if len(self.nodes) == 1 else None
 
 
 @dataclass
@@ -154,26 +238,12 @@ class Output:
     samples: list[Sample] = field(default_factory=list)
 
 
-def _bin_index(values: np.ndarray, is_log: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Fixed bins per row (last axis): linear on [lo, hi], or bin 0 = [0, lo) then log-spaced."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lin = np.floor(BINS * (values - lo) / (hi - lo))
-        log = 1.0 + np.floor((BINS - 1) * np.log(np.maximum(values, lo) / lo) / np.log(hi / lo))
-        log = np.where(values < lo, 0.0, log)
-    idx = np.where(is_log, log, lin)
-    return np.clip(np.nan_to_num(idx, nan=0.0), 0, BINS - 1).astype(np.int64)
-
-
 def _chunk_stats(spec, rows: Rows, out) -> tuple[np.ndarray, np.ndarray]:
     _, customers, share, revenue, final_shares, final_prices, base_share, demand, wtp, _ = out
     demand_revenue = demand * spec.price_grid * out[0][:, :1]
     per_iteration = np.concatenate([customers, share, revenue, final_shares, demand, demand_revenue], axis=1)
-    n_iter_rows = per_iteration.shape[1]
-    idx = _bin_index(per_iteration, rows.is_log[:n_iter_rows], rows.lo[:n_iter_rows], rows.hi[:n_iter_rows])
-    flat = (idx + np.arange(n_iter_rows) * BINS).ravel()
     wtp_flat = wtp.ravel()
-    wtp_idx = _bin_index(wtp_flat, rows.is_log[-1:], rows.lo[-1:], rows.hi[-1:]) + n_iter_rows * BINS
-    counts = np.bincount(np.concatenate([flat, wtp_idx]), minlength=rows.count * BINS).astype(np.int64)
+    counts = binning.counts(per_iteration, wtp_flat, rows.is_log, rows.lo, rows.hi, BINS)
 
     list_prices = spec.off_price
     total = list_prices[1:].sum()
@@ -189,7 +259,7 @@ def _chunk_stats(spec, rows: Rows, out) -> tuple[np.ndarray, np.ndarray]:
 
 def chunk_generator(seed: int, chunk: int) -> np.random.Generator:
     """The chunk's stream: child `chunk` of SeedSequence(seed).spawn(n_chunks)."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(chunk,))))
+    return np.random.Generator(np.random.SFC64(np.random.SeedSequence(seed, spawn_key=(chunk,))))
 
 
 def _run_one(spec, rows: Rows, chunk: int, simulate):
@@ -209,6 +279,23 @@ def _run_one(spec, rows: Rows, chunk: int, simulate):
 
 def default_threads() -> int:
     return int(os.environ.get("SMVM_SIM_THREADS", 0)) or (os.cpu_count() or 1)
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def pool(workers: int) -> ThreadPoolExecutor:
+    """The process's engine thread pool of `workers` threads, created once.
+
+    Starting fresh threads for every run cost 1-2 ms (a default run's kernel takes about 4 ms on
+    two threads); concurrent runs share the pool's threads instead of oversubscribing the CPUs.
+    """
+    with _pools_lock:
+        executor = _pools.get(workers)
+        if executor is None:
+            executor = _pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"sim-engine-{workers}")
+        return executor
 
 
 def run_chunks(
@@ -233,33 +320,36 @@ def run_chunks(
     rows = rows_for(spec)
     workers = max(1, min(threads or default_threads(), chunk_count))
     histogram = np.zeros(rows.count * BINS, dtype=np.int64)
-    chunks, samples = [], []
-    evaluations, seconds = 0, 0.0
+    tree = SumsTree(spec, rows.count)
+    samples = []
+    done, evaluations, seconds = 0, 0, 0.0
     pending = list(range(chunk_start, chunk_start + chunk_count))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        running = []
-        stopped = False
-        while pending or running:
-            while pending and len(running) < workers and not stopped:
-                if should_stop is not None and should_stop():
-                    stopped = True
-                    break
-                running.append(pool.submit(_run_one, spec, rows, pending.pop(0), simulate))
-            if stopped and not running:
+    executor = pool(workers)
+    running = []
+    stopped = False
+    while pending or running:
+        while pending and len(running) < workers and not stopped:
+            if should_stop is not None and should_stop():
+                stopped = True
                 break
-            if not running:
-                break
-            sums, counts, chunk_samples, chunk_evals, chunk_seconds = running.pop(0).result()
-            chunks.append(sums)
-            histogram += counts
-            samples.extend(chunk_samples)
-            evaluations += chunk_evals
-            seconds += chunk_seconds
-            if on_progress is not None:
-                on_progress(len(chunks), chunk_count, evaluations)
-        if stopped:
-            raise Cancelled(f"simulation stopped after {len(chunks)} of {chunk_count} chunks")
-    return Partial(chunk_start, chunk_count, chunks, histogram, samples, evaluations, seconds, layout_for(spec))
+            running.append(executor.submit(_run_one, spec, rows, pending.pop(0), simulate))
+        if stopped and not running:
+            break
+        if not running:
+            break
+        sums, counts, chunk_samples, chunk_evals, chunk_seconds = running.pop(0).result()
+        tree.add(sums)
+        done += 1
+        histogram += counts
+        samples.extend(chunk_samples)
+        evaluations += chunk_evals
+        seconds += chunk_seconds
+        if on_progress is not None:
+            on_progress(done, chunk_count, evaluations)
+    if stopped:
+        raise Cancelled(f"simulation stopped after {done} of {chunk_count} chunks")
+    nodes = sorted(tree.nodes.values(), key=lambda node: (node.level, node.index))
+    return Partial(chunk_start, chunk_count, nodes, histogram, samples, evaluations, seconds, layout_for(spec))
 
 
 def _quantiles(counts: np.ndarray, is_log: bool, lo: float, hi: float, vmin: float, vmax: float) -> np.ndarray:
@@ -291,39 +381,29 @@ def merge(spec, partials: list[Partial]) -> Output:
     """Merge shards covering every chunk exactly once; the result does not depend on the split."""
     layout = layout_for(spec)
     rows = rows_for(spec)
-    by_index: dict[int, ChunkSums] = {}
+    tree = SumsTree(spec, rows.count)
     histogram = np.zeros(rows.count * BINS, dtype=np.int64)
     for n, part in enumerate(partials):
         if part.layout != layout:
             raise InvalidArgument(f"shards[{n}].layout", "does not match this config's layout")
         if part.histogram.shape != histogram.shape:
             raise InvalidArgument(f"shards[{n}].chunks", "histogram size does not match the layout")
-        for chunk in part.chunks:
-            if chunk.index in by_index or not 0 <= chunk.index < spec.n_chunks:
-                raise InvalidArgument(f"shards[{n}].chunks", f"chunk {chunk.index} duplicated or out of range")
-            first, end = spec.chunk_range(chunk.index)
-            if chunk.sums.shape != (3 * rows.count + 2 + spec.n_offerings,):
-                raise InvalidArgument(f"shards[{n}].chunks", f"chunk {chunk.index} sums do not match the layout")
-            if chunk.iterations != end - first:
-                raise InvalidArgument(f"shards[{n}].chunks", f"chunk {chunk.index} has the wrong iteration count")
-            by_index[chunk.index] = chunk
+        for node in part.chunks:
+            if node.sums.shape != (3 * rows.count + 2 + spec.n_offerings,):
+                raise InvalidArgument(f"shards[{n}].chunks", f"node ({node.level}, {node.index}) sums do not match the layout")
+            tree.add(node, f"shards[{n}].chunks")
         histogram += part.histogram
-    if len(by_index) != spec.n_chunks:
-        missing = sorted(set(range(spec.n_chunks)) - set(by_index))[:5]
+    root = tree.root()
+    if root is None:
+        covered = set()
+        for level, index in tree.nodes:
+            covered.update(range(*tree.chunk_span(level, index)))
+        missing = sorted(set(range(spec.n_chunks)) - covered)[:5]
         raise InvalidArgument("shards", f"chunks missing, e.g. {missing}")
 
     r = rows.count
-    total = None
-    for index in range(spec.n_chunks):  # chunk order: the same floating-point sums for any split
-        sums = by_index[index].sums
-        if total is None:
-            total = sums[:r].copy()
-            vmin, vmax, extra = sums[r:2 * r].copy(), sums[2 * r:3 * r].copy(), sums[3 * r:].copy()
-        else:
-            total = total + sums[:r]
-            vmin = np.minimum(vmin, sums[r:2 * r])
-            vmax = np.maximum(vmax, sums[2 * r:3 * r])
-            extra = extra + sums[3 * r:]
+    sums = root.sums
+    total, vmin, vmax, extra = sums[:r], sums[r:2 * r], sums[2 * r:3 * r], sums[3 * r:]
     n = spec.iterations
     counts = np.asarray(histogram).reshape(r, BINS)
     stats = np.empty((r, 6))

@@ -35,7 +35,12 @@ def set(value: str) -> contextvars.Token:  # noqa: A001 - mirrors ContextVar.set
 
 
 def reset(token: contextvars.Token) -> None:
-    _current.reset(token)
+    """Restore the id `token` replaced. A streaming call's generator may be finalised by the event
+    loop in another context (its client went away); there is then nothing of ours to restore."""
+    try:
+        _current.reset(token)
+    except ValueError:
+        pass
 
 
 def from_metadata(metadata) -> str:

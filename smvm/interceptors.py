@@ -20,7 +20,7 @@ from grpc_interceptor import AsyncServerInterceptor
 from grpc_interceptor.exception_to_status import AsyncExceptionToStatusInterceptor
 from grpc_status import rpc_status
 
-from smvm import correlation
+from smvm import correlation, metrics
 from smvm.errors import SmvmError
 
 log = logging.getLogger("smvm.rpc")
@@ -72,6 +72,45 @@ class CorrelationInterceptor(AsyncServerInterceptor):
         )
 
 
+class MetricsInterceptor(AsyncServerInterceptor):
+    """Count every call by method and status code and time it (smvm.metrics RPC_*); health and
+    reflection calls are left out so probes do not drown the figures."""
+
+    async def intercept(self, method: Callable, request: Any, context: aio.ServicerContext, method_name: str):
+        if method_name.startswith(_HEALTH_PREFIXES):
+            response = method(request, context)
+            return response if hasattr(response, "__aiter__") else await response
+        start = time.perf_counter()
+        try:
+            response = method(request, context)
+            if hasattr(response, "__aiter__"):
+                return self._stream(response, context, method_name, start)
+            result = await response
+        except BaseException:
+            self._observe(context, method_name, start, failed=True)
+            raise
+        self._observe(context, method_name, start)
+        return result
+
+    async def _stream(self, iterator, context, method_name, start):
+        failed = False
+        try:
+            async for item in iterator:
+                yield item
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            self._observe(context, method_name, start, failed=failed)
+
+    @staticmethod
+    def _observe(context, method_name: str, start: float, failed: bool = False) -> None:
+        code = context.code()
+        name = getattr(code, "name", None) or ("UNKNOWN" if failed else "OK")
+        metrics.RPC_HANDLED.labels(method_name, name).inc()
+        metrics.RPC_LATENCY.labels(method_name).observe(time.perf_counter() - start)
+
+
 def status_for(error: SmvmError) -> grpc.Status:
     """The rich gRPC status for a domain error (BadRequest for a field, ErrorInfo otherwise)."""
     code = grpc.StatusCode[error.code]
@@ -110,7 +149,7 @@ class DomainErrorInterceptor(AsyncExceptionToStatusInterceptor):
 
 def server_interceptors() -> list[aio.ServerInterceptor]:
     """The standard chain, outermost first."""
-    return [CorrelationInterceptor(), DomainErrorInterceptor()]
+    return [CorrelationInterceptor(), MetricsInterceptor(), DomainErrorInterceptor()]
 
 
 class CorrelationClientInterceptor(

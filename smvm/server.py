@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from smvm import logs
+from smvm import logs, metrics
 from smvm.channels import MAX_MESSAGE_BYTES
 from smvm.config import Settings, load_settings
 from smvm.interceptors import server_interceptors
@@ -60,6 +60,7 @@ class ServiceHost:
         self.ready = asyncio.Event()
         self._service_names: list[str] = []
         self._warm_task: asyncio.Task | None = None
+        self.metrics_port: int | None = None
 
     async def start(self) -> int:
         """Bind and start serving (health NOT_SERVING until warm); return the bound port."""
@@ -83,6 +84,7 @@ class ServiceHost:
             raise RuntimeError(f"{self.name}: cannot bind {self.address}")
         await server.start()
         self.server, self.port = server, port
+        self.metrics_port = metrics.serve(self.name)
         log.info("listening", extra={"address": self.address, "port": port, "services": self._service_names})
         self._warm_task = asyncio.create_task(self._become_ready())
         return port

@@ -18,7 +18,7 @@ import time
 import grpc
 from google.protobuf import json_format
 
-from smvm import correlation
+from smvm import correlation, metrics
 from smvm.channels import addresses_of, open_channel
 from smvm.config import Settings
 from smvm.v1 import (
@@ -40,8 +40,9 @@ from smvm.v1 import (
 )
 
 from services.orchestrator import simconfig
+from services.orchestrator.callbacks.emitter import CallbackEmitter
 from services.orchestrator.rundir import iso, utcnow
-from services.orchestrator.store import STAGE_WEIGHTS, RunStore, progress_before
+from services.orchestrator.store import STAGE_WEIGHTS, RunStore, parse_time, progress_before
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +92,28 @@ class RunContext:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, store: RunStore, clients: StageClients):
+    def __init__(self, settings: Settings, store: RunStore, clients: StageClients,
+                 callbacks: CallbackEmitter | None = None):
         self.settings = settings
         self.store = store
         self.clients = clients
+        # Callbacks to TractionBuild: one update per state change below, alerts where the guide names one.
+        self.callbacks = callbacks
+
+    def _notify(self, record, step_name: str = "", decision_doc: dict | None = None) -> None:
+        if self.callbacks is not None:
+            self.callbacks.update(record, step_name=step_name, decision_doc=decision_doc)
+
+    def _alert(self, ctx: RunContext, alert_type: str, severity: str, message: str, details: dict | None = None) -> None:
+        if self.callbacks is not None:
+            self.callbacks.alert(self.store.get(ctx.run_id), alert_type, severity, message, details)
+
+    def _finished(self, record) -> None:
+        """Metrics of a run that reached its outcome."""
+        metrics.RUNS_FINISHED.labels(record.state).inc()
+        created = parse_time(record.created_at)
+        if created is not None:
+            metrics.RUN_DURATION.labels(record.state).observe(max(0.0, (utcnow() - created).total_seconds()))
 
     # ------------------------------------------------------------------ helpers
     def _timeout(self, ctx: RunContext, stage_cap: float) -> float:
@@ -106,18 +125,20 @@ class Pipeline:
     def _start(self, ctx: RunContext, stage: str) -> None:
         record = self.store.get(ctx.run_id)
         results = dict(record.stage_results, **{stage: "in_progress"})
-        self.store.update(
+        record = self.store.update(
             ctx.run_id, "stage.started", state="RUNNING", current_stage=stage,
             progress=progress_before(stage), stage_results=results, payload={"stage": stage},
         )
+        self._notify(record, stage)
 
     def _done(self, ctx: RunContext, stage: str, summary: dict) -> None:
         record = self.store.get(ctx.run_id)
         results = dict(record.stage_results, **{stage: "completed"})
-        self.store.update(
+        record = self.store.update(
             ctx.run_id, "stage.completed", stage_results=results,
             progress=progress_before(stage) + STAGE_WEIGHTS[stage], payload={"stage": stage, **summary},
         )
+        self._notify(record, stage)
 
     async def _call(self, ctx: RunContext, stage: str, coro_fn, cap: float):
         try:
@@ -130,6 +151,11 @@ class Pipeline:
         """Run the stages after ingestion; never raises (the outcome lands in the store)."""
         token = correlation.set(self.store.get(ctx.run_id).correlation_id)
         try:
+            metrics.TOKENS_BUDGETED.inc(ctx.configuration.max_tokens_per_run)
+            self._notify(self.store.get(ctx.run_id), "ingestion")
+            if ctx.idea.warnings:
+                self._alert(ctx, "quality_warning", "warning", "the idea was accepted with data-quality warnings",
+                            {"warnings": list(ctx.idea.warnings)})
             await self._stages(ctx)
         except asyncio.TimeoutError:
             self._fail(ctx, "TIMEOUT", f"run exceeded timeout_seconds={ctx.configuration.timeout_seconds}", "run.timeout")
@@ -151,7 +177,16 @@ class Pipeline:
         if failed and results.get(failed) == "in_progress":
             results[failed] = "failed"
         log.warning("run ended %s: %s", state, message)
-        self.store.update(ctx.run_id, event, state=state, error=message, stage_results=results, payload={"error": message})
+        record = self.store.update(ctx.run_id, event, state=state, error=message, stage_results=results, payload={"error": message})
+        self._finished(record)
+        self._notify(record, failed or "")
+        if state == "TIMEOUT":
+            self._alert(ctx, "timeline_slip", "critical",
+                        f"run exceeded timeout_seconds={ctx.configuration.timeout_seconds}; manual review required",
+                        {"timeout_seconds": ctx.configuration.timeout_seconds, "stage": failed or "",
+                         "stage_results": results})
+        elif "RESOURCE_EXHAUSTED" in message:
+            self._alert(ctx, "resource_constraint", "critical", message, {"stage": failed or ""})
 
     async def _stages(self, ctx: RunContext) -> None:
         cfg = ctx.configuration
@@ -166,6 +201,9 @@ class Pipeline:
         rundir.write_json("outputs/personas.output.json", to_dict(personas))
         self._done(ctx, "personas", {"personas": len(personas.personas), "prior": personas.prior,
                                      "bias_passed": personas.bias_report.passed})
+        if not personas.bias_report.passed:
+            self._alert(ctx, "quality_warning", "warning", "the persona sample failed its bias checks",
+                        {"bias_report": to_dict(personas.bias_report)})
 
         self._start(ctx, "competitors")
         landscape = await self._call(ctx, "competitors", lambda t: self.clients.competitors.BuildLandscape(
@@ -195,6 +233,11 @@ class Pipeline:
                                        "utility_evaluations": result.utility_evaluations,
                                        "kernel_seconds": round(result.kernel_seconds, 4),
                                        "budget_warnings": list(budget.warnings)})
+        metrics.UTILITY_EVALUATIONS.inc(result.utility_evaluations)
+        metrics.SIMULATION_ITERATIONS.inc(result.iterations)
+        if budget.warnings:
+            self._alert(ctx, "resource_constraint", "warning", "; ".join(budget.warnings),
+                        {"utilisation": budget.utilisation, "warnings": list(budget.warnings)})
 
         self._start(ctx, "analysis")
         analysis = await self._call(ctx, "analysis", lambda t: self.clients.analysis.Analyze(
@@ -221,11 +264,19 @@ class Pipeline:
         rundir.write_json("outputs/decision.output.json", decision_doc)
         rundir.write_json("reports/validation_summary.json", validation_summary(ctx, decision_doc, result, personas, landscape))
         self._done(ctx, "overwatch", {"verdict": verdict, "reasons": [r.code for r in review.reasons]})
-        self.store.update(
+        record = self.store.update(
             ctx.run_id, "run.decision_ready", state="DECISION_READY", current_stage="", progress=1.0,
             recommendation=recommendation, review_verdict=verdict,
             payload={"recommendation": recommendation, "confidence": decision.confidence, "verdict": verdict},
         )
+        self._finished(record)
+        self._notify(record, "overwatch", decision_doc)
+        if recommendation == "KILL" or verdict == "VETO":
+            self._alert(ctx, "risk_escalation", "critical" if verdict == "VETO" else "warning",
+                        f"recommendation {recommendation}, overwatch verdict {verdict}",
+                        {"recommendation": recommendation, "verdict": verdict,
+                         "reasons": [r.code for r in review.reasons],
+                         "critical_success_factors": list(decision.critical_success_factors)})
 
     async def _simulate(self, ctx: RunContext, config: simulation_pb2.SimulationConfig) -> simulation_pb2.SimulationResult:
         shards = self.settings.simulation_shards or self.clients.simulation_replicas

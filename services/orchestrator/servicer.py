@@ -7,7 +7,6 @@ import hashlib
 import logging
 import platform
 import time
-from urllib.parse import urlsplit
 
 import grpc
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
@@ -19,6 +18,8 @@ from smvm.ids import check_id, new_run_id, run_id_from, validation_id
 from smvm.server import ServiceHost
 from smvm.v1 import (
     decision_pb2,
+    delivery_service_pb2 as dpb,
+    delivery_service_pb2_grpc as dgrpc,
     idea_pb2,
     ingestion_service_pb2,
     market_pb2,
@@ -29,6 +30,8 @@ from smvm.v1 import (
 )
 
 from services.orchestrator import simconfig
+from services.orchestrator.callbacks import payloads as callback_payloads, urls as callback_urls
+from services.orchestrator.callbacks.service import Callbacks, DeliveryServicer
 from services.orchestrator.pipeline import Pipeline, RunContext, StageClients, to_dict
 from services.orchestrator.rundir import RunDirectory, iso, utcnow
 from services.orchestrator.store import RunRecord, RunStore, parse_time
@@ -68,6 +71,7 @@ def status_message(record: RunRecord, run_directory: str) -> run_pb2.RunStatus:
         run_directory=run_directory,
         correlation_id=record.correlation_id,
         recommendation=record.recommendation,
+        manual_review_required=record.state in callback_payloads.MANUAL_REVIEW_STATES,
     )
     for field in ("created_at", "updated_at", "estimated_completion", "completed_at", "finalized_at"):
         ts = _ts(getattr(record, field))
@@ -95,15 +99,13 @@ def normalise_configuration(cfg: run_pb2.RunConfiguration, settings: Settings) -
     return out
 
 
-def check_callback_url(field: str, url: str) -> str:
-    if not url:
-        return ""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidArgument(field, "must be an absolute http(s) URL")
-    if parts.username or parts.password:
-        raise InvalidArgument(field, "must not carry credentials")
-    return url
+def check_callback_url(field: str, url: str, settings: Settings | None = None) -> str:
+    """A callback URL SMVM may call (http(s), no credentials; outside dev an allow-listed host)."""
+    if settings is None:
+        return callback_urls.check_callback_url(field, url)
+    return callback_urls.check_callback_url(
+        field, url, profile=settings.profile, allow_list=callback_urls.parse_allow_list(settings.callback_allowed_hosts)
+    )
 
 
 def _correlation_of(request: vpb.SubmitRunRequest) -> str:
@@ -132,22 +134,25 @@ def request_digest(request: vpb.SubmitRunRequest) -> str:
 
 
 class ValidationServicer(vgrpc.ValidationServiceServicer):
-    def __init__(self, settings: Settings, store: RunStore, clients: StageClients):
+    def __init__(self, settings: Settings, store: RunStore, clients: StageClients, callbacks: Callbacks | None = None):
         self.settings = settings
         self.store = store
         self.clients = clients
-        self.pipeline = Pipeline(settings, store, clients)
+        self.callbacks = callbacks
+        self.pipeline = Pipeline(settings, store, clients, callbacks.emitter if callbacks is not None else None)
         self._tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ lifecycle
     def recover(self) -> None:
         """Runs left active by a previous process cannot be resumed yet: end them visibly."""
         for record in self.store.load():
-            self.store.update(
+            record = self.store.update(
                 record.run_id, "run.failed", state="FAILED",
                 error="interrupted: the orchestrator restarted during the run; resubmit with a new run_id",
                 payload={"reason": "orchestrator_restart"},
             )
+            if self.callbacks is not None:
+                self.callbacks.emitter.update(record, step_name=record.current_stage)
 
     async def shutdown(self) -> None:
         for task in list(self._tasks):
@@ -166,8 +171,8 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
                 "exactly one of `idea` or `business_idea` is required",
             )
         configuration = normalise_configuration(request.configuration, self.settings)
-        callback_url = check_callback_url("callback_url", request.callback_url) or check_callback_url(
-            "metadata.callback_url", request.metadata.callback_url
+        callback_url = check_callback_url("callback_url", request.callback_url, self.settings) or check_callback_url(
+            "metadata.callback_url", request.metadata.callback_url, self.settings
         )
         digest = request_digest(request)
 
@@ -313,6 +318,8 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
             record.run_id, "run.completed", actor=pseudonym(request.completed_by) or "tractionbuild",
             state="COMPLETED", completed_at=now, payload={"result_keys": sorted(results)},
         )
+        if self.callbacks is not None:
+            self.callbacks.emitter.update(record, step_name="complete", decision_doc=rundir.read_json("outputs/decision.output.json"))
         return vpb.CompleteRunResponse(status=self._status(record))
 
     async def FinalizeRun(self, request: vpb.FinalizeRunRequest, context) -> vpb.FinalizeRunResponse:
@@ -336,6 +343,9 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
             record.run_id, "run.finalized", actor=pseudonym(request.finalized_by) or "tractionbuild",
             finalized_at=now, payload={"go_no_go": go, "reasons": reasons},
         )
+        if self.callbacks is not None:
+            self.callbacks.emitter.update(record, step_name="finalize", decision_doc=decision_doc,
+                                          extra={"finalization": {"go_no_go": go, "reasons": reasons, "finalized_at": now}})
         return self._finalize_response(record, stored)
 
     def _finalize_response(self, record: RunRecord, stored: dict) -> vpb.FinalizeRunResponse:
@@ -390,16 +400,26 @@ def build_host(settings: Settings, address: str | None = None) -> ServiceHost:
 
     def register(server) -> list[str]:
         clients = StageClients(settings)
-        servicer = ValidationServicer(settings, store, clients)
+        callbacks = Callbacks(settings, store)
+        servicer = ValidationServicer(settings, store, clients, callbacks)
         servicer.recover()
-        holder.update(servicer=servicer, clients=clients)
+        holder.update(servicer=servicer, clients=clients, callbacks=callbacks)
         vgrpc.add_ValidationServiceServicer_to_server(servicer, server)
-        return [vpb.DESCRIPTOR.services_by_name["ValidationService"].full_name]
+        dgrpc.add_DeliveryServiceServicer_to_server(DeliveryServicer(callbacks), server)
+        return [vpb.DESCRIPTOR.services_by_name["ValidationService"].full_name,
+                dpb.DESCRIPTOR.services_by_name["DeliveryService"].full_name]
+
+    async def on_start() -> None:
+        await holder["callbacks"].start()
 
     async def on_stop() -> None:
         await holder["servicer"].shutdown()
+        # The runs cut short just now have FAILED updates queued: one last delivery round for them.
+        await holder["callbacks"].drain(min(5.0, settings.grace_period_s))
+        await holder["callbacks"].stop()
         await holder["clients"].close()
 
     return ServiceHost(
-        "orchestrator", address or settings.orchestrator_addr, register, on_stop=on_stop, grace_s=settings.grace_period_s
+        "orchestrator", address or settings.orchestrator_addr, register, on_start=on_start, on_stop=on_stop,
+        grace_s=settings.grace_period_s,
     )

@@ -1,0 +1,275 @@
+"""At-least-once delivery of outbox messages to TractionBuild.
+
+Each message is POSTed as JSON with Standard Webhooks signature headers. 2xx delivers it (the body is
+kept as the message's response, e.g. the results sync's reference). Anything else is a failed
+attempt, retried after the guide's exponential backoff (base x 1, 2, 4, 8, 16 plus up to one base of
+jitter; at most `max_retries` retries) or later when the receiver's Retry-After on 429 / 503 says so;
+after the last retry the message is dead-lettered (listable and replayable). 410 Gone disables the
+URL: its pending messages go straight to the dead letters. A circuit breaker per callback host opens
+after `breaker_threshold` consecutive failures and lets one trial through after `breaker_cooldown_s`;
+while it is open no attempt is spent, the claimed messages simply wait for their lease to lapse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import email.utils
+import json
+import logging
+import random
+import time
+from typing import Awaitable, Callable
+from urllib.parse import urlsplit
+
+import httpx
+
+from smvm import correlation, metrics
+from smvm.outbox import Outbox, OutboxMessage
+
+from services.orchestrator.callbacks import signing
+
+log = logging.getLogger("smvm.callbacks")
+
+RESPONSE_KEEP_CHARS = 4096
+_BACKOFF_STATUSES = (429, 503)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliveryPolicy:
+    backoff_base_s: float = 1.0
+    max_retries: int = 5
+    timeout_s: float = 10.0
+    breaker_threshold: int = 5
+    breaker_cooldown_s: float = 30.0
+    lease_s: float = 30.0
+    max_retry_after_s: float = 3600.0
+    poll_interval_s: float = 0.5
+    batch_size: int = 32
+
+    @classmethod
+    def from_settings(cls, settings) -> "DeliveryPolicy":
+        return cls(
+            backoff_base_s=settings.webhook_backoff_base_s, max_retries=settings.webhook_max_retries,
+            timeout_s=settings.webhook_timeout_s, breaker_threshold=settings.webhook_breaker_threshold,
+            breaker_cooldown_s=settings.webhook_breaker_cooldown_s, lease_s=settings.webhook_lease_s,
+            poll_interval_s=settings.webhook_poll_interval_s,
+        )
+
+
+def backoff_delay(retry: int, base_s: float, rng: random.Random) -> float:
+    """Delay before retry number `retry` (1-based): base * 2**(retry-1) plus jitter in [0, base)."""
+    return base_s * 2 ** (retry - 1) + rng.uniform(0.0, base_s)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delay-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+class CircuitBreaker:
+    """closed -> open after `threshold` consecutive failures -> one trial after `cooldown_s`."""
+
+    def __init__(self, threshold: int, cooldown_s: float):
+        self.threshold = threshold
+        self.cooldown_s = cooldown_s
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.trial_in_flight = False
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "half_open" if self.trial_in_flight else "open"
+
+    def allow(self, now: float) -> bool:
+        if self.opened_at is None:
+            return True
+        if now < self.opened_at + self.cooldown_s or self.trial_in_flight:
+            return False
+        self.trial_in_flight = True
+        return True
+
+    def success(self) -> None:
+        self.failures, self.opened_at, self.trial_in_flight = 0, None, False
+
+    def failure(self, now: float) -> None:
+        self.failures += 1
+        was_trial, self.trial_in_flight = self.trial_in_flight, False
+        if was_trial or self.failures >= self.threshold:
+            self.opened_at = now
+
+
+OnDelivered = Callable[[OutboxMessage, str], Awaitable[None] | None]
+
+
+class Dispatcher:
+    """Claims due messages from an Outbox and delivers them; run `run()` as a background task."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        policy: DeliveryPolicy,
+        secrets: list[str],
+        *,
+        client: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        extra_headers: Callable[[OutboxMessage], dict[str, str]] | None = None,
+        on_delivered: OnDelivered | None = None,
+    ):
+        self.outbox = outbox
+        self.policy = policy
+        self.secrets = secrets
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.extra_headers = extra_headers
+        self.on_delivered = on_delivered
+        self._client = client
+        self._own_client = client is None
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.disabled_urls: set[str] = set()
+        self._wake = asyncio.Event()
+        self._in_flight: set[str] = set()
+
+    def breaker(self, host: str) -> CircuitBreaker:
+        if host not in self.breakers:
+            self.breakers[host] = CircuitBreaker(self.policy.breaker_threshold, self.policy.breaker_cooldown_s)
+        return self.breakers[host]
+
+    def wake(self) -> None:
+        """New messages are waiting: deliver them now rather than at the next poll."""
+        self._wake.set()
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.policy.timeout_s, follow_redirects=False)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop` is set; a crash in one round is logged, never fatal."""
+        while not stop.is_set():
+            try:
+                handled = await self.run_once()
+            except Exception:
+                log.exception("delivery round failed")
+                handled = 0
+            if handled:
+                continue
+            self._wake.clear()
+            waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waiters, timeout=self.policy.poll_interval_s, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def run_once(self) -> int:
+        """One round: claim due messages and attempt each; return how many were attempted."""
+        claimed = [m for m in self.outbox.claim_due(self.clock(), self.policy.batch_size, self.policy.lease_s)
+                   if m.event_id not in self._in_flight]
+        # One run's messages go in order, one at a time; different runs in parallel.
+        by_run: dict[tuple[str, str], list[OutboxMessage]] = {}
+        for message in claimed:
+            by_run.setdefault((message.run_id, message.url), []).append(message)
+        results = await asyncio.gather(*(self._deliver_in_order(group) for group in by_run.values()))
+        return sum(results)
+
+    async def _deliver_in_order(self, group: list[OutboxMessage]) -> int:
+        attempted = 0
+        for message in group:
+            self._in_flight.add(message.event_id)
+            try:
+                outcome = await self.deliver(message)
+            finally:
+                self._in_flight.discard(message.event_id)
+            if outcome == "circuit_open":
+                break
+            attempted += 1
+            if outcome != "delivered":
+                break  # later messages of this run wait for their lease, keeping the order
+        return attempted
+
+    async def deliver(self, message: OutboxMessage) -> str:
+        """Attempt one message; return the outcome (also counted in metrics)."""
+        now = self.clock()
+        host = urlsplit(message.url).netloc.lower()
+        if message.url in self.disabled_urls:
+            self.outbox.mark_failed(message.event_id, "endpoint disabled: it answered 410 Gone", None)
+            return self._count(message, "disabled")
+        breaker = self.breaker(host)
+        if not breaker.allow(now):
+            return self._count(message, "circuit_open")
+        body = json.dumps(message.payload, separators=(",", ":"), sort_keys=True, default=str).encode()
+        headers = {"content-type": "application/json", "user-agent": "smvm-webhooks/1"}
+        headers.update(signing.headers(self.secrets, message.event_id, body, int(now)))
+        cid = message.payload.get("correlation_id") or correlation.get()
+        if cid:
+            headers[correlation.HTTP_HEADER] = cid
+        if self.extra_headers is not None:
+            headers.update(self.extra_headers(message))
+        started = time.perf_counter()
+        retry_after = None
+        try:
+            response = await self.client.post(message.url, content=body, headers=headers, timeout=self.policy.timeout_s)
+        except httpx.HTTPError as exc:
+            error, status = f"{type(exc).__name__}: {exc}"[:500], None
+        else:
+            status = response.status_code
+            error = f"HTTP {status}: {response.text[:300]}"
+            retry_after = parse_retry_after(response.headers.get("retry-after"), now) if status in _BACKOFF_STATUSES else None
+        finally:
+            metrics.WEBHOOK_LATENCY.labels(message.kind).observe(time.perf_counter() - started)
+
+        if status is not None and 200 <= status < 300:
+            breaker.success()
+            self.outbox.mark_delivered(message.event_id, self.clock(), response.text[:RESPONSE_KEEP_CHARS])
+            log.info("callback delivered", extra={"event_id": message.event_id, "kind": message.kind,
+                                                  "run_id": message.run_id, "status": status})
+            if self.on_delivered is not None:
+                result = self.on_delivered(message, response.text)
+                if asyncio.iscoroutine(result):
+                    await result
+            return self._count(message, "delivered")
+        if status == 410:
+            breaker.success()  # the host answered; only this endpoint is gone
+            self.disabled_urls.add(message.url)
+            self.outbox.mark_failed(message.event_id, error, None)
+            log.warning("callback endpoint disabled (410)", extra={"url": message.url, "event_id": message.event_id})
+            return self._count(message, "disabled")
+        if status != 429:  # 429 is the receiver pacing us, not failing
+            breaker.failure(now)
+        else:
+            breaker.trial_in_flight = False
+        retry = message.attempts + 1  # this attempt's number is attempts + 1; the next is retry `retry`
+        if retry > self.policy.max_retries:
+            self.outbox.mark_failed(message.event_id, error, None)
+            log.warning("callback dead-lettered", extra={"event_id": message.event_id, "kind": message.kind,
+                                                        "run_id": message.run_id, "error": error})
+            return self._count(message, "dead")
+        delay = backoff_delay(retry, self.policy.backoff_base_s, self.rng)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.policy.max_retry_after_s))
+        self.outbox.mark_failed(message.event_id, error, now + delay)
+        log.info("callback attempt failed; retrying", extra={"event_id": message.event_id, "retry": retry,
+                                                           "delay_s": round(delay, 3), "error": error})
+        return self._count(message, "retry")
+
+    @staticmethod
+    def _count(message: OutboxMessage, outcome: str) -> str:
+        metrics.WEBHOOK_DELIVERIES.labels(message.kind, outcome).inc()
+        return outcome

@@ -1,0 +1,51 @@
+"""Where the orchestrator's state changes become outbox messages (updates and alerts).
+
+The pipeline and the servicer call `update` right after each state change they record and `alert`
+when a condition of the guide's alert types appears; a run without a callback_url emits nothing.
+With the durable outbox the enqueue joins the store's transaction; with MemoryOutbox it follows it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from smvm import metrics
+from smvm.outbox import Outbox
+
+from services.orchestrator.callbacks import payloads
+
+log = logging.getLogger("smvm.callbacks")
+
+
+class CallbackEmitter:
+    def __init__(self, outbox: Outbox, wake: Callable[[], None] | None = None):
+        self.outbox = outbox
+        self._wake = wake
+
+    @staticmethod
+    def _base(record) -> str:
+        return record.callback_url.rstrip("/")
+
+    def _enqueue(self, message) -> None:
+        try:
+            self.outbox.enqueue([message])
+        except Exception:  # a full or broken outbox must not fail the run; it is logged loudly
+            log.exception("could not enqueue callback", extra={"run_id": message.run_id, "kind": message.kind})
+            return
+        if self._wake is not None:
+            self._wake()
+
+    def update(self, record, *, step_name: str = "", decision_doc: dict | None = None, extra: dict | None = None) -> None:
+        if not record.callback_url:
+            return
+        decision = payloads.decision_summary(decision_doc) if decision_doc else None
+        body = payloads.update_payload(record, step_name=step_name, decision=decision, extra=extra)
+        self._enqueue(payloads.message(payloads.UPDATE_KIND, record.run_id, self._base(record) + "/validation/update", body))
+
+    def alert(self, record, alert_type: str, severity: str, message: str, details: dict | None = None) -> None:
+        metrics.ALERTS.labels(alert_type).inc()
+        if not record.callback_url:
+            return
+        body = payloads.alert_payload(record, alert_type, severity, message, details)
+        self._enqueue(payloads.message(payloads.ALERT_KIND, record.run_id, self._base(record) + "/validation/alert", body))

@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Any, Awaitable, Callable
 
-from smvm import correlation
+from smvm import correlation, metrics
 
 from services.gateway.errors import ApiError
 from services.gateway.ratelimit import RateLimiter, endpoint_of
@@ -81,11 +81,17 @@ class GatewayMiddleware:
 
         try:
             refusal, receive = await self._admit(scope, receive)
+            if refusal is not None and refusal.status >= 400:
+                outcome["status"] = refusal.status
             if refusal is not None:
                 await _send_error(refusal, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            label = _endpoint_label(scope.get("method", ""), scope.get("path", ""))
+            metrics.HTTP_REQUESTS.labels(label, scope.get("method", ""), str(outcome["status"])).inc()
+            metrics.HTTP_LATENCY.labels(label, scope.get("method", "")).observe(elapsed)
             log.info(
                 "http",
                 extra={
@@ -104,6 +110,7 @@ class GatewayMiddleware:
         client, refusal = self._authenticate(scope)
         if refusal is not None:
             return refusal, receive
+        scope.setdefault("state", {})["client_id"] = client
         if self.rate_limiter is not None and (endpoint := endpoint_of(method, path)) is not None:
             wait_s = self.rate_limiter.acquire(client, endpoint)
             if wait_s > 0:
@@ -180,6 +187,19 @@ class GatewayMiddleware:
             413, "PAYLOAD_TOO_LARGE", f"request body exceeds {self.max_request_bytes} bytes",
             details={"reason": "PAYLOAD_TOO_LARGE", "max_bytes": self.max_request_bytes},
         )
+
+
+_STATIC_LABELS = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")
+
+
+def _endpoint_label(method: str, path: str) -> str:
+    """A bounded metrics label: the guide's endpoint name, an admin route, a probe, or "other"."""
+    name = endpoint_of(method, path)
+    if name is not None:
+        return name
+    if path.startswith("/api/v1/admin/"):
+        return "admin"
+    return path if path in _STATIC_LABELS else "other"
 
 
 def _replay(chunks: list[bytes], pending: Message | None, receive: Receive) -> Receive:

@@ -46,7 +46,7 @@ TOKENS_BUDGETED = Counter(
 )
 WEBHOOK_DELIVERIES = Counter(
     "smvm_webhook_deliveries_total",
-    "Callback delivery attempts by kind and outcome (delivered, retry, dead, disabled, circuit_open)", ["kind", "outcome"],
+    "Callback delivery attempts by kind and outcome (delivered, retry, dead, disabled, circuit_open, trial_failed)", ["kind", "outcome"],
 )
 WEBHOOK_LATENCY = Histogram(
     "smvm_webhook_delivery_seconds", "Callback delivery attempt latency by kind", ["kind"], buckets=_LATENCY_BUCKETS

@@ -182,13 +182,13 @@ async def test_a_wrong_secret_is_refused_by_the_receiver_and_retried(double):
 async def test_retry_after_on_503_is_honoured_then_delivered(double, dispatcher):
     double.state.fail_next["update"] = (1, 503, {"Retry-After": "1"})
     message = _update("RUN-U-3", double.callback_url)
+    before = time.time()
     dispatcher.outbox.enqueue([message])
     await _drive(dispatcher, lambda: dispatcher.outbox.get(message.event_id).attempts >= 1)
-    failed_at = time.time()
     waiting = dispatcher.outbox.get(message.event_id)
-    assert waiting.state == PENDING and waiting.next_attempt_at >= failed_at + 0.9  # not the 0.02 s backoff
+    assert waiting.state == PENDING and waiting.next_attempt_at >= before + 1.0  # not the 0.02 s backoff
     await _drive(dispatcher, lambda: dispatcher.outbox.get(message.event_id).state == DELIVERED)
-    assert dispatcher.outbox.get(message.event_id).delivered_at >= failed_at + 0.9
+    assert dispatcher.outbox.get(message.event_id).delivered_at >= before + 1.0
     assert double.state.attempts.count(message.event_id) == 2
 
 
@@ -239,3 +239,35 @@ async def test_breaker_opens_after_five_failures_without_spending_attempts_then_
     assert dispatcher.breaker(host).state == "closed"
     assert sorted(d["event_id"] for d in double.state.deliveries) == sorted(m.event_id for m in messages)
     assert dispatcher.outbox.list(state=DEAD) == []
+
+
+async def test_a_long_outage_spends_no_retries_after_the_breaker_opens(double, dispatcher):
+    """One run's updates go in order, so its first message takes the five failures that open the
+    breaker; the failed trials after that are charged to the breaker, and it is still delivered."""
+    dispatcher.policy = DeliveryPolicy(**{**FAST.__dict__, "breaker_cooldown_s": 0.05, "lease_s": 0.05})
+    dispatcher.breakers.clear()
+    messages = [_update("RUN-O-1", double.callback_url, i) for i in range(3)]
+    double.stop()
+    dispatcher.outbox.enqueue(messages)
+    host = f"127.0.0.1:{double.port}"
+    deadline = time.monotonic() + 1.5  # many cooldowns: many failed trials
+    while time.monotonic() < deadline:
+        await dispatcher.run_once()
+        await asyncio.sleep(0.01)
+    first = dispatcher.outbox.get(messages[0].event_id)
+    assert first.state == PENDING and first.attempts == 5
+    assert [dispatcher.outbox.get(m.event_id).attempts for m in messages[1:]] == [0, 0]
+    double.start()
+    await _drive(dispatcher, lambda: all(dispatcher.outbox.get(m.event_id).state == DELIVERED for m in messages))
+    # Delivered in the order they were emitted.
+    assert [d["event_id"] for d in double.state.deliveries] == [m.event_id for m in messages]
+    assert dispatcher.breaker(host).state == "closed"
+
+
+async def test_a_refusing_receiver_does_not_open_the_breaker(double, dispatcher):
+    double.state.fail_next["update"] = (12, 422, {})
+    messages = [_update(f"RUN-R-{i}", double.callback_url, i) for i in range(2)]
+    dispatcher.outbox.enqueue(messages)
+    await _drive(dispatcher, lambda: all(dispatcher.outbox.get(m.event_id).state == DEAD for m in messages))
+    assert dispatcher.breaker(f"127.0.0.1:{double.port}").state == "closed"
+    assert all(dispatcher.outbox.get(m.event_id).attempts == 6 for m in messages)

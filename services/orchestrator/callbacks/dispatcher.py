@@ -6,8 +6,11 @@ attempt, retried after the guide's exponential backoff (base x 1, 2, 4, 8, 16 pl
 jitter; at most `max_retries` retries) or later when the receiver's Retry-After on 429 / 503 says so;
 after the last retry the message is dead-lettered (listable and replayable). 410 Gone disables the
 URL: its pending messages go straight to the dead letters. A circuit breaker per callback host opens
-after `breaker_threshold` consecutive failures and lets one trial through after `breaker_cooldown_s`;
-while it is open no attempt is spent, the claimed messages simply wait for their lease to lapse.
+after `breaker_threshold` consecutive host failures (no answer, a timeout, 5xx) and lets one trial
+through every `breaker_cooldown_s`. While it is open no message's retry budget is spent: claimed
+messages wait for their lease to lapse, and a failed trial is charged to the breaker, not to the
+message. So an outage of the receiver loses nothing (its messages are delivered once the breaker
+closes), while a message the receiver keeps refusing (4xx) is dead-lettered after its retries.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from smvm import correlation, metrics
-from smvm.outbox import Outbox, OutboxMessage
+from smvm.outbox import PENDING, Outbox, OutboxMessage
 
 from services.orchestrator.callbacks import signing
 
@@ -189,8 +192,18 @@ class Dispatcher:
         results = await asyncio.gather(*(self._deliver_in_order(group) for group in by_run.values()))
         return sum(results)
 
+    def _first_pending(self, run_id: str, url: str) -> tuple[float, str] | None:
+        """Order key of the oldest pending message of this run to this URL (due or not)."""
+        pending = [m for m in self.outbox.list(state=PENDING, run_id=run_id, limit=10_000) if m.url == url]
+        return min(((m.created_at, m.event_id) for m in pending), default=None)
+
     async def _deliver_in_order(self, group: list[OutboxMessage]) -> int:
+        """A run's messages to one URL go in the order they were emitted: none is attempted while an
+        older one is still pending (head-of-line), so a receiver never sees RUNNING after DECISION_READY."""
         attempted = 0
+        head = self._first_pending(group[0].run_id, group[0].url)
+        if head is not None and head < (group[0].created_at, group[0].event_id):
+            return 0  # an older message waits for its retry; these wait for their lease
         for message in group:
             self._in_flight.add(message.event_id)
             try:
@@ -214,6 +227,7 @@ class Dispatcher:
         breaker = self.breaker(host)
         if not breaker.allow(now):
             return self._count(message, "circuit_open")
+        is_trial = breaker.trial_in_flight
         body = json.dumps(message.payload, separators=(",", ":"), sort_keys=True, default=str).encode()
         headers = {"content-type": "application/json", "user-agent": "smvm-webhooks/1"}
         headers.update(signing.headers(self.secrets, message.event_id, body, int(now)))
@@ -251,10 +265,13 @@ class Dispatcher:
             self.outbox.mark_failed(message.event_id, error, None)
             log.warning("callback endpoint disabled (410)", extra={"url": message.url, "event_id": message.event_id})
             return self._count(message, "disabled")
-        if status != 429:  # 429 is the receiver pacing us, not failing
+        if status is None or status >= 500 or status == 408:
             breaker.failure(now)
+            if is_trial:
+                log.info("circuit trial failed; breaker stays open", extra={"host": host, "error": error})
+                return self._count(message, "trial_failed")
         else:
-            breaker.trial_in_flight = False
+            breaker.success()  # the host answered (4xx, 429): it is up, this message is the problem
         retry = message.attempts + 1  # this attempt's number is attempts + 1; the next is retry `retry`
         if retry > self.policy.max_retries:
             self.outbox.mark_failed(message.event_id, error, None)

@@ -47,6 +47,8 @@ class TractionBuildState:
     rejected_signatures: int = 0
     # Answer this status to the next N update / alert / results requests (0 = behave).
     fail_next: dict[str, tuple[int, int, dict]] = field(default_factory=dict)
+    # Process the next N messages, then answer 500 as if the acknowledgement were lost on the way.
+    lose_ack_next: int = 0
 
     def updates_for(self, run_id: str) -> list[dict]:
         return [d["payload"] for d in self.deliveries if d["path"] == "update" and d["payload"]["run_id"] == run_id]
@@ -185,7 +187,11 @@ def build_app(state: TractionBuildState, secret: str) -> FastAPI:
         state.last_sequence[run_id] = payload.get("sequence", 0)
         if "decision" in payload:
             state.decisions[run_id] = payload["decision"]
-        return await handle_validation_status_update(run_id, payload)
+        answer = await handle_validation_status_update(run_id, payload)
+        if state.lose_ack_next > 0:
+            state.lose_ack_next -= 1
+            return JSONResponse({"error": "acknowledgement lost"}, status_code=500)
+        return answer
 
     @app.post("/tb/validation/alert")
     async def validation_alert(request: Request):

@@ -192,19 +192,22 @@ class Dispatcher:
         results = await asyncio.gather(*(self._deliver_in_order(group) for group in by_run.values()))
         return sum(results)
 
-    def _first_pending(self, run_id: str, url: str) -> tuple[float, str] | None:
-        """Order key of the oldest pending message of this run to this URL (due or not)."""
+    def _pending_in_order(self, run_id: str, url: str) -> list[str]:
+        """Event ids of this run's pending messages to this URL, oldest first (due or not, leased or not)."""
         pending = [m for m in self.outbox.list(state=PENDING, run_id=run_id, limit=10_000) if m.url == url]
-        return min(((m.created_at, m.event_id) for m in pending), default=None)
+        return [m.event_id for m in sorted(pending, key=lambda m: (m.created_at, m.event_id))]
 
     async def _deliver_in_order(self, group: list[OutboxMessage]) -> int:
-        """A run's messages to one URL go in the order they were emitted: none is attempted while an
-        older one is still pending (head-of-line), so a receiver never sees RUNNING after DECISION_READY."""
+        """A run's messages to one URL go in the order they were emitted: each is attempted only while
+        it is the oldest pending one (head-of-line), so a receiver never sees RUNNING after
+        DECISION_READY. Claimed messages behind a gap (an older one waiting for its retry or lease)
+        wait for their own lease to lapse."""
         attempted = 0
-        head = self._first_pending(group[0].run_id, group[0].url)
-        if head is not None and head < (group[0].created_at, group[0].event_id):
-            return 0  # an older message waits for its retry; these wait for their lease
-        for message in group:
+        claimed = {m.event_id: m for m in group}
+        for event_id in self._pending_in_order(group[0].run_id, group[0].url):
+            message = claimed.get(event_id)
+            if message is None:
+                break  # the oldest pending one is not ours to send now
             self._in_flight.add(message.event_id)
             try:
                 outcome = await self.deliver(message)
@@ -214,7 +217,7 @@ class Dispatcher:
                 break
             attempted += 1
             if outcome != "delivered":
-                break  # later messages of this run wait for their lease, keeping the order
+                break
         return attempted
 
     async def deliver(self, message: OutboxMessage) -> str:

@@ -9,9 +9,33 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from smvm.config import Settings  # noqa: E402
+from smvm.launcher import Mesh, free_addresses, free_port  # noqa: E402
 from tractionbuild_double import TractionBuildDouble  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[2]
 SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLXRoZS1pbnRlZ3JhdGlvbi10ZXN0cw=="
+TOKEN = "tb-integration-token"
+
+
+def start_mesh(base: Path, tb: TractionBuildDouble, **overrides) -> Mesh:
+    """A mesh (each service its own process, test profile) that calls `tb` back, with fast retries;
+    the orchestrator serves its metrics at `mesh.metrics_url`."""
+    metrics_port = free_port()
+    values = dict(
+        profile="test", runs_dir=base / "runs", api_tokens=TOKEN, numba_cache_dir=REPO / ".numba_cache",
+        stage_timeout_s=30, simulation_timeout_s=120,
+        webhook_secrets=SECRET, callback_allowed_hosts="127.0.0.1",
+        webhook_backoff_base_s=0.05, webhook_breaker_cooldown_s=0.5, webhook_lease_s=0.5,
+        webhook_poll_interval_s=0.05, webhook_timeout_s=5,
+        tractionbuild_base_url=tb.base_url, tractionbuild_api_key="tb-api-key", results_sync_interval_s=3600,
+    )
+    values.update(overrides)
+    mesh = Mesh(Settings(**values), addresses=free_addresses(), log_dir=base / "logs",
+                extra_env={"SMVM_PROFILE": "test", "SMVM_ORCHESTRATOR_METRICS_ADDR": f"127.0.0.1:{metrics_port}"})
+    mesh.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    mesh.start(timeout_s=300)
+    return mesh
 
 
 @pytest.fixture

@@ -13,15 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import SECRET
-from smvm.config import Settings
-from smvm.launcher import Mesh, free_addresses, free_port
+from conftest import SECRET, TOKEN, start_mesh
 from tractionbuild_double import TractionBuildDouble
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-TOKEN = "tb-integration-token"
 TERMINAL = {"DECISION_READY", "COMPLETED", "FAILED", "TIMEOUT"}
 EXAMPLE = json.loads((REPO / "examples" / "idea.json").read_text())
 
@@ -44,20 +41,7 @@ def tb():
 
 @pytest.fixture(scope="module")
 def mesh(tb, tmp_path_factory):
-    base = tmp_path_factory.mktemp("tbmesh")
-    metrics_port = free_port()
-    settings = Settings(
-        profile="test", runs_dir=base / "runs", api_tokens=TOKEN, numba_cache_dir=REPO / ".numba_cache",
-        stage_timeout_s=30, simulation_timeout_s=120,
-        webhook_secrets=SECRET, callback_allowed_hosts="127.0.0.1",
-        webhook_backoff_base_s=0.05, webhook_breaker_cooldown_s=0.5, webhook_lease_s=0.5,
-        webhook_poll_interval_s=0.05, webhook_timeout_s=5,
-        tractionbuild_base_url=tb.base_url, tractionbuild_api_key="tb-api-key", results_sync_interval_s=3600,
-    )
-    mesh = Mesh(settings, addresses=free_addresses(), log_dir=base / "logs",
-                extra_env={"SMVM_PROFILE": "test", "SMVM_ORCHESTRATOR_METRICS_ADDR": f"127.0.0.1:{metrics_port}"})
-    mesh.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-    mesh.start(timeout_s=300)
+    mesh = start_mesh(tmp_path_factory.mktemp("tbmesh"), tb)
     yield mesh
     codes = mesh.stop()
     assert all(code == 0 for code in codes.values()), codes
@@ -303,10 +287,16 @@ def test_results_sync_survives_tractionbuild_api_down_and_records_the_reference(
     assert api.post("/api/v1/admin/results-sync", json={"run_ids": [run_id]}).json()["items"][0]["action"] == "skipped"
 
 
-def test_orchestrator_metrics_endpoint_counts_runs_rpcs_and_deliveries(api, mesh):
+def test_orchestrator_metrics_endpoint_counts_runs_rpcs_and_deliveries(api, tb, mesh):
+    run_id = submit(api, tb, PIVOT_IDEA)
+    assert wait_status(api, run_id)["status"] == "DECISION_READY"
+    wait_until(lambda: last_update(tb, run_id, "DECISION_READY"), what="DECISION_READY update")
+    bad = copy.deepcopy(EXAMPLE)
+    bad["configuration"]["persona_count"] = 999
+    assert api.post("/api/v1/validation/runs", json=bad).status_code == 400
     text = httpx.get(mesh.metrics_url, timeout=5).text
+    assert 'smvm_grpc_server_handled_total{code="INVALID_ARGUMENT",method="/smvm.v1.ValidationService/SubmitRun"}' in text
     assert 'smvm_validation_runs_finished_total{outcome="DECISION_READY"}' in text
-    assert 'smvm_validation_runs_finished_total{outcome="TIMEOUT"}' in text
     assert 'smvm_grpc_server_handled_total{code="OK",method="/smvm.v1.ValidationService/SubmitRun"}' in text
     assert 'smvm_webhook_deliveries_total{kind="validation.update",outcome="delivered"}' in text
     assert "smvm_simulation_utility_evaluations_total" in text and "smvm_validation_run_duration_seconds_bucket" in text

@@ -221,7 +221,15 @@ class Dispatcher:
         return attempted
 
     async def deliver(self, message: OutboxMessage) -> str:
-        """Attempt one message; return the outcome (also counted in metrics)."""
+        """Attempt one message; return the outcome (also counted in metrics). Log lines carry the
+        run's correlation id, as the request that caused the message did."""
+        token = correlation.set(message.payload.get("correlation_id") or correlation.get())
+        try:
+            return await self._attempt(message)
+        finally:
+            correlation.reset(token)
+
+    async def _attempt(self, message: OutboxMessage) -> str:
         now = self.clock()
         host = urlsplit(message.url).netloc.lower()
         if message.url in self.disabled_urls:
@@ -234,7 +242,7 @@ class Dispatcher:
         body = json.dumps(message.payload, separators=(",", ":"), sort_keys=True, default=str).encode()
         headers = {"content-type": "application/json", "user-agent": "smvm-webhooks/1"}
         headers.update(signing.headers(self.secrets, message.event_id, body, int(now)))
-        cid = message.payload.get("correlation_id") or correlation.get()
+        cid = correlation.get()
         if cid:
             headers[correlation.HTTP_HEADER] = cid
         if self.extra_headers is not None:

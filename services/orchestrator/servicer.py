@@ -273,27 +273,33 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
 
     async def GetRunResults(self, request, context) -> vpb.GetRunResultsResponse:
         record = self._record(request.run_id)
-        if record.state not in READY_STATES:
+        # A run that timed out answers with the partial results it has (its status says manual review).
+        partial = record.state in callback_payloads.MANUAL_REVIEW_STATES
+        if record.state not in READY_STATES and not partial:
             detail = f" ({record.error})" if record.error else ""
             raise FailedPrecondition(f"run {record.run_id} has no results: status {record.state}{detail}", reason="NOT_READY")
         rundir = self.store.rundir(record.run_id)
         response = vpb.GetRunResultsResponse(status=self._status(record))
-        decision_doc = rundir.read_json("outputs/decision.output.json")
-        json_format.ParseDict(decision_doc["decision"], response.decision)
-        response.review.verdict = decision_pb2.ReviewVerdict.Value(f"REVIEW_VERDICT_{decision_doc['review']['verdict']}")
-        for reason in decision_doc["review"]["reasons"]:
-            json_format.ParseDict(reason, response.review.reasons.add())
-        response.review.policy_version = decision_doc["review"].get("policy_version", "")
+        if rundir.has("outputs/decision.output.json"):
+            decision_doc = rundir.read_json("outputs/decision.output.json")
+            json_format.ParseDict(decision_doc["decision"], response.decision)
+            response.review.verdict = decision_pb2.ReviewVerdict.Value(f"REVIEW_VERDICT_{decision_doc['review']['verdict']}")
+            for reason in decision_doc["review"]["reasons"]:
+                json_format.ParseDict(reason, response.review.reasons.add())
+            response.review.policy_version = decision_doc["review"].get("policy_version", "")
         json_format.ParseDict(rundir.read_json("idea.input.json")["idea"], response.idea)
-        personas = rundir.read_json("outputs/personas.output.json")
-        for persona in personas.get("personas", []):
-            json_format.ParseDict(persona, response.personas.add(), ignore_unknown_fields=True)
-        json_format.ParseDict(personas.get("bias_report", {}), response.bias_report, ignore_unknown_fields=True)
-        for competitor in rundir.read_json("outputs/competitors.output.json").get("competitors", []):
-            json_format.ParseDict(competitor, response.competitors.add(), ignore_unknown_fields=True)
-        simulation = rundir.read_json("outputs/simulation.result.json")
-        simulation.pop("samples", None)
-        json_format.ParseDict(simulation, response.simulation, ignore_unknown_fields=True)
+        if rundir.has("outputs/personas.output.json"):
+            personas = rundir.read_json("outputs/personas.output.json")
+            for persona in personas.get("personas", []):
+                json_format.ParseDict(persona, response.personas.add(), ignore_unknown_fields=True)
+            json_format.ParseDict(personas.get("bias_report", {}), response.bias_report, ignore_unknown_fields=True)
+        if rundir.has("outputs/competitors.output.json"):
+            for competitor in rundir.read_json("outputs/competitors.output.json").get("competitors", []):
+                json_format.ParseDict(competitor, response.competitors.add(), ignore_unknown_fields=True)
+        if rundir.has("outputs/simulation.result.json"):
+            simulation = rundir.read_json("outputs/simulation.result.json")
+            simulation.pop("samples", None)
+            json_format.ParseDict(simulation, response.simulation, ignore_unknown_fields=True)
         if rundir.has("outputs/completion.json"):
             json_format.ParseDict(rundir.read_json("outputs/completion.json")["results"], response.completion_results)
         return response

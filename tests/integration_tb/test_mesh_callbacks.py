@@ -118,6 +118,7 @@ def test_go_run_updates_every_stage_and_opens_the_gate(api, tb, mesh):
     assert tb.gate(run_id)["block_reason"] == "SMVM validation in progress"
 
     complete(api, run_id)
+    complete(api, run_id)  # idempotent: a retried PUT changes nothing and emits nothing
     wait_until(lambda: last_update(tb, run_id, "COMPLETED"), what="COMPLETED update")
     gate = tb.gate(run_id)
     assert gate["can_progress"] is True and gate["recommendation"] == "GO" and gate["block_reason"] is None
@@ -126,6 +127,7 @@ def test_go_run_updates_every_stage_and_opens_the_gate(api, tb, mesh):
     updates = tb.state.updates_for(run_id)
     statuses = [u["status"] for u in updates]
     assert statuses[0] == "INITIATED" and statuses[-2:] == ["DECISION_READY", "COMPLETED"]
+    assert statuses.count("COMPLETED") == 1
     assert set(statuses[1:-2]) == {"RUNNING"}
     steps = [u["step_name"] for u in updates if u["status"] == "RUNNING"]
     assert steps == [s for stage in ("personas", "competitors", "simulation", "analysis", "overwatch") for s in (stage, stage)]
@@ -190,6 +192,18 @@ def test_a_run_over_its_timeout_ends_timeout_with_a_timeline_slip_and_manual_rev
     assert tb.gate(run_id)["can_progress"] is False
     # The flag stays on the run's status for TractionBuild's polling too.
     assert api.get(f"/api/v1/validation/VAL-{run_id}/status").json()["manual_review_required"] is True
+    # The guide: "partial results returned if available" - the stages that finished, no decision.
+    partial = api.get(f"/api/v1/validation/{run_id}/results")
+    assert partial.status_code == 200, partial.text
+    body = partial.json()
+    assert body["status"]["status"] == "TIMEOUT" and body["status"]["manual_review_required"] is True
+    assert body.get("decision", {}).get("recommendation") in (None, "", "UNSPECIFIED", "RECOMMENDATION_UNSPECIFIED")
+    # What finished before the deadline is there, and nothing else.
+    stages = body["status"]["stage_results"]
+    assert stages["simulation"] != "completed" and "simulation" not in body
+    assert len(body.get("personas", [])) == (5 if stages["personas"] == "completed" else 0)
+    assert len(body.get("competitors", [])) == (10 if stages["competitors"] == "completed" else 0)
+    assert body["idea"]["title"] == EXAMPLE["business_idea"]["title"]
 
 
 def test_receiver_down_then_up_loses_nothing_and_keeps_the_order(api, tb, mesh):

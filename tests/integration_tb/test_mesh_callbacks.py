@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from conftest import SECRET, TOKEN, start_mesh
+from smvm import cli as smvm_cli
 from tractionbuild_double import TractionBuildDouble
 
 pytestmark = pytest.mark.e2e
@@ -252,7 +253,7 @@ def test_a_lost_acknowledgement_is_redelivered_and_deduplicated_by_event_id(api,
     assert [d["event_id"] for d in tb.state.deliveries].count(first["event_id"]) == 1
 
 
-def test_dead_letters_are_listed_and_replayed_through_the_admin_api(api, tb):
+def test_dead_letters_are_listed_and_replayed_through_the_admin_api(api, tb, mesh, capsys):
     tb.state.fail_next["alert"] = (6, 400, {})  # the receiver refuses the alert 6 times: it dies
     run_id = submit(api, tb, KILL_IDEA)
     assert wait_status(api, run_id)["status"] == "DECISION_READY"
@@ -260,8 +261,13 @@ def test_dead_letters_are_listed_and_replayed_through_the_admin_api(api, tb):
     assert len(dead) == 1 and dead[0]["kind"] == "validation.alert" and dead[0]["attempts"] == 6
     assert dead[0]["last_error"].startswith("HTTP 400")
     assert not [a for a in tb.state.alerts_for(run_id)]
-    replay = api.post(f"/api/v1/admin/deliveries/{dead[0]['event_id']}/replay")
-    assert replay.status_code == 200
+    # The operator's commands: `smvm deliveries --state dead` lists it, `smvm replay` sends it again.
+    cli = ["--url", mesh.gateway_url, "--token", TOKEN]
+    assert smvm_cli.main([*cli, "deliveries", "--state", "dead", "--run-id", run_id]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [d["event_id"] for d in listed["deliveries"]] == [dead[0]["event_id"]] and listed["durable"] is False
+    assert smvm_cli.main([*cli, "replay", dead[0]["event_id"]]) == 0
+    assert json.loads(capsys.readouterr().out)["delivery"]["state"] in ("pending", "delivered")
     wait_until(lambda: tb.state.alerts_for(run_id), what="replayed alert")
     assert tb.state.alerts_for(run_id)[0]["alert_type"] == "risk_escalation"
     assert api.post("/api/v1/admin/deliveries/evt_nope/replay").status_code == 404

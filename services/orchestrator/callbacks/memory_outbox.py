@@ -24,13 +24,16 @@ class MemoryOutbox:
     def __init__(self) -> None:
         self._messages: dict[str, OutboxMessage] = {}
         self._leases: dict[str, float] = {}
+        self._by_run: dict[str, list[str]] = {}  # run_id -> event ids, so a run's messages are found fast
         self._lock = threading.Lock()
 
     def enqueue(self, messages: Sequence[OutboxMessage]) -> None:
         with self._lock:
             for message in messages:
                 # Re-enqueueing an id is a no-op: emission points may run twice (e.g. a retried RPC).
-                self._messages.setdefault(message.event_id, message)
+                if message.event_id not in self._messages:
+                    self._messages[message.event_id] = message
+                    self._by_run.setdefault(message.run_id, []).append(message.event_id)
 
     def claim_due(self, now: float, limit: int, lease_s: float) -> list[OutboxMessage]:
         with self._lock:
@@ -71,10 +74,11 @@ class MemoryOutbox:
 
     def list(self, state: str | None = None, run_id: str | None = None, limit: int = 100) -> list[OutboxMessage]:
         with self._lock:
-            found = [
-                m for m in self._messages.values()
-                if (state is None or m.state == state) and (run_id is None or m.run_id == run_id)
-            ]
+            candidates = (
+                self._messages.values() if run_id is None
+                else (self._messages[e] for e in self._by_run.get(run_id, ()))
+            )
+            found = [m for m in candidates if state is None or m.state == state]
         found.sort(key=lambda m: (m.created_at, m.event_id), reverse=True)
         return found[:limit]
 

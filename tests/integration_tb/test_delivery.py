@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from conftest import SECRET
+from tractionbuild_double import TractionBuildDouble
 from services.orchestrator.callbacks import payloads, signing
 from services.orchestrator.callbacks.dispatcher import (
     CircuitBreaker, DeliveryPolicy, Dispatcher, backoff_delay, parse_retry_after,
@@ -271,3 +272,30 @@ async def test_a_refusing_receiver_does_not_open_the_breaker(double, dispatcher)
     await _drive(dispatcher, lambda: all(dispatcher.outbox.get(m.event_id).state == DEAD for m in messages))
     assert dispatcher.breaker(f"127.0.0.1:{double.port}").state == "closed"
     assert all(dispatcher.outbox.get(m.event_id).attempts == 6 for m in messages)
+
+
+async def test_a_slow_receiver_does_not_hold_up_another(double):
+    slow = TractionBuildDouble(SECRET)
+    slow.state.delay_s = 2.0
+    slow.start()
+    d = Dispatcher(MemoryOutbox(), FAST, [SECRET])
+    stop = asyncio.Event()
+    runner = asyncio.create_task(d.run(stop))
+    try:
+        held = _update("RUN-SLOW", slow.callback_url)
+        d.outbox.enqueue([held])
+        await asyncio.sleep(0.2)  # the slow delivery is under way
+        quick = _update("RUN-FAST", double.callback_url)
+        d.outbox.enqueue([quick])
+        d.wake()
+        deadline = time.monotonic() + 20
+        while d.outbox.get(held.event_id).state != DELIVERED:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert d.outbox.get(quick.event_id).state == DELIVERED
+        assert d.outbox.get(quick.event_id).delivered_at < d.outbox.get(held.event_id).delivered_at
+    finally:
+        stop.set()
+        await runner
+        await d.aclose()
+        slow.stop()

@@ -49,6 +49,8 @@ class TractionBuildState:
     fail_next: dict[str, tuple[int, int, dict]] = field(default_factory=dict)
     # Process the next N messages, then answer 500 as if the acknowledgement were lost on the way.
     lose_ack_next: int = 0
+    # Seconds every update takes to answer (a slow receiver).
+    delay_s: float = 0.0
 
     def updates_for(self, run_id: str) -> list[dict]:
         return [d["payload"] for d in self.deliveries if d["path"] == "update" and d["payload"]["run_id"] == run_id]
@@ -178,6 +180,8 @@ def build_app(state: TractionBuildState, secret: str) -> FastAPI:
 
     @app.post("/tb/validation/update")
     async def validation_update(request: Request):
+        if state.delay_s:
+            await asyncio.sleep(state.delay_s)
         payload, refusal = await _receive(request, "update")
         if refusal is not None:
             return refusal

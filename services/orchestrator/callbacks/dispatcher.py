@@ -144,6 +144,9 @@ class Dispatcher:
         self.disabled_urls: set[str] = set()
         self._wake = asyncio.Event()
         self._in_flight: set[str] = set()
+        # (run_id, url) streams being delivered by a background task, and those tasks.
+        self._busy: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task] = set()
 
     def breaker(self, host: str) -> CircuitBreaker:
         if host not in self.breakers:
@@ -161,19 +164,23 @@ class Dispatcher:
         return self._client
 
     async def aclose(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._own_client and self._client is not None:
             await self._client.aclose()
             self._client = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until `stop` is set; a crash in one round is logged, never fatal."""
+        """Deliver until `stop` is set; a crash in one round is logged, never fatal. Each run's
+        stream is delivered by its own task, so a slow receiver never holds up another's."""
         while not stop.is_set():
             try:
-                handled = await self.run_once()
+                started = self._start_round()
             except Exception:
                 log.exception("delivery round failed")
-                handled = 0
-            if handled:
+                started = 0
+            if started:
+                await asyncio.sleep(0)
                 continue
             self._wake.clear()
             waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
@@ -181,15 +188,39 @@ class Dispatcher:
             for waiter in waiters:
                 waiter.cancel()
 
-    async def run_once(self) -> int:
-        """One round: claim due messages and attempt each; return how many were attempted."""
+    def _claim_streams(self) -> dict[tuple[str, str], list[OutboxMessage]]:
+        """Claim due messages, grouped by (run, url): one run's messages go in order, one at a time;
+        streams already being delivered are left to their task (their messages wait for the lease)."""
         claimed = [m for m in self.outbox.claim_due(self.clock(), self.policy.batch_size, self.policy.lease_s)
                    if m.event_id not in self._in_flight]
-        # One run's messages go in order, one at a time; different runs in parallel.
-        by_run: dict[tuple[str, str], list[OutboxMessage]] = {}
+        streams: dict[tuple[str, str], list[OutboxMessage]] = {}
         for message in claimed:
-            by_run.setdefault((message.run_id, message.url), []).append(message)
-        results = await asyncio.gather(*(self._deliver_in_order(group) for group in by_run.values()))
+            key = (message.run_id, message.url)
+            if key not in self._busy:
+                streams.setdefault(key, []).append(message)
+        return streams
+
+    def _start_round(self) -> int:
+        """Claim and hand each stream to a background task; return how many were started."""
+        streams = self._claim_streams()
+        for key, group in streams.items():
+            self._busy.add(key)
+            task = asyncio.create_task(self._deliver_in_order(group), name=f"deliver:{key[0]}")
+            self._tasks.add(task)
+            task.add_done_callback(lambda t, key=key: self._stream_done(t, key))
+        return len(streams)
+
+    def _stream_done(self, task: asyncio.Task, key: tuple[str, str]) -> None:
+        self._busy.discard(key)
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery task failed", exc_info=task.exception())
+        self.wake()  # the stream's next message may be due now
+
+    async def run_once(self) -> int:
+        """One round, waited for: claim due messages and attempt each; return how many were attempted."""
+        streams = self._claim_streams()
+        results = await asyncio.gather(*(self._deliver_in_order(group) for group in streams.values()))
         return sum(results)
 
     def _pending_in_order(self, run_id: str, url: str) -> list[str]:

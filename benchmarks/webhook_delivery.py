@@ -55,10 +55,14 @@ async def deliver(port: int, n: int, runs: int) -> float:
     body = {"status": "RUNNING", "progress": 0.5, "stage_results": {s: "completed" for s in "abcdef"}}
     outbox.enqueue([payloads.message("validation.update", f"RUN-{i % runs}", url, dict(body, n=i)) for i in range(n)])
     dispatcher = Dispatcher(outbox, DeliveryPolicy(batch_size=256, poll_interval_s=0.01), [SECRET])
+    stop = asyncio.Event()
     started = time.perf_counter()
+    runner = asyncio.create_task(dispatcher.run(stop))  # as the orchestrator runs it
     while len(outbox.list(state=DELIVERED, limit=n + 1)) < n:
-        await dispatcher.run_once()
+        await asyncio.sleep(0.01)
     elapsed = time.perf_counter() - started
+    stop.set()
+    await runner
     await dispatcher.aclose()
     return elapsed
 

@@ -146,6 +146,7 @@ class Dispatcher:
         self._in_flight: set[str] = set()
         # (run_id, url) streams being delivered by a background task, and those tasks.
         self._busy: set[tuple[str, str]] = set()
+        self._backlog: dict[tuple[str, str], dict[str, OutboxMessage]] = {}
         self._tasks: set[asyncio.Task] = set()
 
     def breaker(self, host: str) -> CircuitBreaker:
@@ -189,29 +190,35 @@ class Dispatcher:
                 waiter.cancel()
 
     def _claim_streams(self) -> dict[tuple[str, str], list[OutboxMessage]]:
-        """Claim due messages, grouped by (run, url): one run's messages go in order, one at a time;
-        streams already being delivered are left to their task (their messages wait for the lease)."""
+        """Claim due messages, grouped by (run, url): one run's messages go in order, one at a time."""
         claimed = [m for m in self.outbox.claim_due(self.clock(), self.policy.batch_size, self.policy.lease_s)
                    if m.event_id not in self._in_flight]
         streams: dict[tuple[str, str], list[OutboxMessage]] = {}
         for message in claimed:
-            key = (message.run_id, message.url)
-            if key not in self._busy:
-                streams.setdefault(key, []).append(message)
+            streams.setdefault((message.run_id, message.url), []).append(message)
         return streams
 
-    def _start_round(self) -> int:
-        """Claim and hand each stream to a background task; return how many were started."""
-        streams = self._claim_streams()
+    def _dispatch(self, streams: dict[tuple[str, str], list[OutboxMessage]]) -> list[tuple[tuple[str, str], list]]:
+        """Messages of a stream already being delivered join its backlog; the rest are new streams."""
+        fresh = []
         for key, group in streams.items():
-            self._busy.add(key)
-            task = asyncio.create_task(self._deliver_in_order(group), name=f"deliver:{key[0]}")
-            self._tasks.add(task)
-            task.add_done_callback(lambda t, key=key: self._stream_done(t, key))
-        return len(streams)
+            if key in self._busy:
+                self._backlog.setdefault(key, {}).update({m.event_id: m for m in group})
+            else:
+                self._busy.add(key)
+                fresh.append((key, group))
+        return fresh
 
-    def _stream_done(self, task: asyncio.Task, key: tuple[str, str]) -> None:
-        self._busy.discard(key)
+    def _start_round(self) -> int:
+        """Claim and hand each new stream to a background task; return how many were started."""
+        fresh = self._dispatch(self._claim_streams())
+        for key, group in fresh:
+            task = asyncio.create_task(self._deliver_stream(key, group), name=f"deliver:{key[0]}")
+            self._tasks.add(task)
+            task.add_done_callback(self._stream_done)
+        return len(fresh)
+
+    def _stream_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery task failed", exc_info=task.exception())
@@ -219,8 +226,8 @@ class Dispatcher:
 
     async def run_once(self) -> int:
         """One round, waited for: claim due messages and attempt each; return how many were attempted."""
-        streams = self._claim_streams()
-        results = await asyncio.gather(*(self._deliver_in_order(group) for group in streams.values()))
+        fresh = self._dispatch(self._claim_streams())
+        results = await asyncio.gather(*(self._deliver_stream(key, group) for key, group in fresh))
         return sum(results)
 
     def _pending_in_order(self, run_id: str, url: str) -> list[str]:
@@ -228,28 +235,45 @@ class Dispatcher:
         pending = [m for m in self.outbox.list(state=PENDING, run_id=run_id, limit=10_000) if m.url == url]
         return [m.event_id for m in sorted(pending, key=lambda m: (m.created_at, m.event_id))]
 
-    async def _deliver_in_order(self, group: list[OutboxMessage]) -> int:
-        """A run's messages to one URL go in the order they were emitted: each is attempted only while
-        it is the oldest pending one (head-of-line), so a receiver never sees RUNNING after
-        DECISION_READY. Claimed messages behind a gap (an older one waiting for its retry or lease)
-        wait for their own lease to lapse."""
+    async def _deliver_stream(self, key: tuple[str, str], group: list[OutboxMessage]) -> int:
+        """Deliver a stream's claimed messages, then any claimed for it meanwhile, until one fails or
+        none is left. The busy mark is dropped with no await after the last backlog check, so a
+        message claimed for this stream is never stranded in the backlog."""
         attempted = 0
         claimed = {m.event_id: m for m in group}
-        for event_id in self._pending_in_order(group[0].run_id, group[0].url):
-            message = claimed.get(event_id)
+        try:
+            while claimed:
+                count, clean = await self._deliver_in_order(key, claimed)
+                attempted += count
+                more = self._backlog.pop(key, {})
+                if not clean or (count == 0 and not more):
+                    break  # a failure, or no progress possible: the rest wait for their lease
+                claimed.update((k, v) for k, v in more.items() if k not in self._in_flight)
+        finally:
+            self._backlog.pop(key, None)  # after a failure they wait for their lease, keeping the order
+            self._busy.discard(key)
+        return attempted
+
+    async def _deliver_in_order(self, key: tuple[str, str], claimed: dict[str, OutboxMessage]) -> tuple[int, bool]:
+        """Attempt claimed messages while each is the oldest pending one of the stream (head-of-line),
+        so a receiver never sees RUNNING after DECISION_READY. Returns (attempted, clean) where clean
+        means it stopped for lack of a claimed head, not because a delivery failed."""
+        attempted = 0
+        for event_id in self._pending_in_order(*key):
+            message = claimed.pop(event_id, None)
             if message is None:
-                break  # the oldest pending one is not ours to send now
+                return attempted, True  # the oldest pending one is not ours to send now
             self._in_flight.add(message.event_id)
             try:
                 outcome = await self.deliver(message)
             finally:
                 self._in_flight.discard(message.event_id)
             if outcome == "circuit_open":
-                break
+                return attempted, False
             attempted += 1
             if outcome != "delivered":
-                break
-        return attempted
+                return attempted, False
+        return attempted, True
 
     async def deliver(self, message: OutboxMessage) -> str:
         """Attempt one message; return the outcome (also counted in metrics). Log lines carry the

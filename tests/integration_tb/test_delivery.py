@@ -11,7 +11,7 @@ import re
 import time
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from conftest import SECRET
 from tractionbuild_double import TractionBuildDouble
@@ -299,3 +299,42 @@ async def test_a_slow_receiver_does_not_hold_up_another(double):
         await runner
         await d.aclose()
         slow.stop()
+
+
+@given(failures=st.lists(st.sampled_from([500, 502, 503, 429, 400, 404]), max_size=10),
+       per_run=st.lists(st.integers(1, 4), min_size=1, max_size=3))
+@hsettings(max_examples=10, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_whatever_the_receiver_answers_each_message_ends_delivered_once_or_dead_and_runs_keep_order(
+        double, failures, per_run):
+    double.state.deliveries.clear()
+    double.state.seen_event_ids.clear()
+    double.state.fail_sequence[:] = list(failures)
+    policy = DeliveryPolicy(**{**FAST.__dict__, "backoff_base_s": 0.005, "breaker_cooldown_s": 0.05, "lease_s": 0.1})
+    d = Dispatcher(MemoryOutbox(), policy, [SECRET], rng=random.Random(1))
+    emitted = {f"RUN-P-{r}": [_update(f"RUN-P-{r}", double.callback_url, i) for i in range(n)]
+               for r, n in enumerate(per_run)}
+    for messages in emitted.values():
+        d.outbox.enqueue(messages)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(d.run(stop))
+    every = [m for messages in emitted.values() for m in messages]
+    try:
+        deadline = time.monotonic() + 30
+        while any(d.outbox.get(m.event_id).state == PENDING for m in every):
+            assert time.monotonic() < deadline, [d.outbox.get(m.event_id) for m in every]
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await runner
+        await d.aclose()
+    received = [x["event_id"] for x in double.state.deliveries]
+    for message in every:
+        final = d.outbox.get(message.event_id)
+        if final.state == DELIVERED:
+            assert received.count(message.event_id) == 1
+        else:
+            assert final.state == DEAD and final.attempts == FAST.max_retries + 1
+            assert message.event_id not in received
+    for messages in emitted.values():
+        order = [m.event_id for m in messages if m.event_id in received]
+        assert [e for e in received if e in set(order)] == order  # emission order kept per run

@@ -51,6 +51,8 @@ class TractionBuildState:
     lose_ack_next: int = 0
     # Seconds every update takes to answer (a slow receiver).
     delay_s: float = 0.0
+    # Statuses to answer the next update requests with, in turn (after the signature check).
+    fail_sequence: list[int] = field(default_factory=list)
 
     def updates_for(self, run_id: str) -> list[dict]:
         return [d["payload"] for d in self.deliveries if d["path"] == "update" and d["payload"]["run_id"] == run_id]
@@ -152,6 +154,8 @@ def build_app(state: TractionBuildState, secret: str) -> FastAPI:
 
     # ------------------------------------------------------------ receiving (signature, de-duplication)
     def _planned_failure(kind: str) -> JSONResponse | None:
+        if kind == "update" and state.fail_sequence:
+            return JSONResponse({"error": "planned failure"}, status_code=state.fail_sequence.pop(0))
         count, status, headers = state.fail_next.get(kind, (0, 0, {}))
         if count <= 0:
             return None

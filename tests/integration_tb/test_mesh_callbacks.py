@@ -320,3 +320,17 @@ def test_orchestrator_metrics_endpoint_counts_runs_rpcs_and_deliveries(api, tb, 
     assert 'smvm_grpc_server_handled_total{code="OK",method="/smvm.v1.ValidationService/SubmitRun"}' in text
     assert 'smvm_webhook_deliveries_total{kind="validation.update",outcome="delivered"}' in text
     assert "smvm_simulation_utility_evaluations_total" in text and "smvm_validation_run_duration_seconds_bucket" in text
+
+
+def test_a_run_refused_for_compute_fails_with_a_resource_constraint_alert(api, tb):
+    run_id = submit(api, tb, {}, configuration={"simulation_iterations": 10_000_000})
+    status = wait_status(api, run_id, timeout_s=60)
+    assert status["status"] == "FAILED" and "RESOURCE_EXHAUSTED" in status["error"]
+    assert status["manual_review_required"] is False
+    failed = wait_until(lambda: last_update(tb, run_id, "FAILED"), what="FAILED update")
+    assert failed["stage_results"]["simulation"] == "failed" and "RESOURCE_EXHAUSTED" in failed["error"]
+    alert = wait_until(lambda: [a for a in tb.state.alerts_for(run_id) if a["alert_type"] == "resource_constraint"],
+                       what="resource_constraint alert")[0]
+    assert alert["severity"] == "critical" and alert["details"]["stage"] == "simulation"
+    gate = tb.gate(run_id)
+    assert gate["can_progress"] is False and gate["block_reason"] == "SMVM validation failed"

@@ -181,7 +181,9 @@ def test_kill_run_blocks_the_pipeline_and_escalates(api, tb):
 
 
 def test_a_run_over_its_timeout_ends_timeout_with_a_timeline_slip_and_manual_review(api, tb):
-    run_id = submit(api, tb, {}, configuration={"timeout_seconds": 1, "simulation_iterations": 200_000})
+    features = EXAMPLE["business_idea"]["features"] + ["budgeting"]  # a repeat: a data-quality warning
+    run_id = submit(api, tb, {"features": features},
+                    configuration={"timeout_seconds": 1, "simulation_iterations": 200_000})
     status = wait_status(api, run_id, timeout_s=60)
     assert status["status"] == "TIMEOUT" and status["manual_review_required"] is True
     assert "timeout_seconds=1" in status["error"]
@@ -191,6 +193,9 @@ def test_a_run_over_its_timeout_ends_timeout_with_a_timeline_slip_and_manual_rev
                       what="timeline_slip alert")[0]
     assert slip["severity"] == "critical" and slip["details"]["timeout_seconds"] == 1
     assert tb.gate(run_id)["can_progress"] is False
+    quality = wait_until(lambda: [a for a in tb.state.alerts_for(run_id) if a["alert_type"] == "quality_warning"],
+                         what="quality_warning alert")[0]
+    assert any(w.startswith("features:duplicates_removed") for w in quality["details"]["warnings"])
     # The flag stays on the run's status for TractionBuild's polling too.
     assert api.get(f"/api/v1/validation/VAL-{run_id}/status").json()["manual_review_required"] is True
     # The guide: "partial results returned if available" - the stages that finished, no decision.

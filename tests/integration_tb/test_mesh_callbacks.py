@@ -280,7 +280,7 @@ def test_dead_letters_are_listed_and_replayed_through_the_admin_api(api, tb, mes
     assert bad.status_code == 400
 
 
-def test_results_sync_survives_tractionbuild_api_down_and_records_the_reference(api, tb, mesh):
+def test_results_sync_survives_tractionbuild_api_down_and_records_the_reference(api, tb, mesh, capsys):
     run_id = submit(api, tb, PIVOT_IDEA)
     assert wait_status(api, run_id)["status"] == "DECISION_READY"
     complete(api, run_id)
@@ -307,9 +307,13 @@ def test_results_sync_survives_tractionbuild_api_down_and_records_the_reference(
                              json.loads((run_dir / "outputs/persistence.json").read_text()), what="reference recorded")
     assert persistence["tractionbuild_reference"] == f"TB-REF-{run_id}"
     assert persistence["persistence_status"] == "COMPLETED"
-    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
-    assert events[-1]["type"] == "run.persisted"
-    assert api.post("/api/v1/admin/results-sync", json={"run_ids": [run_id]}).json()["items"][0]["action"] == "skipped"
+    persisted = wait_until(lambda: [e for e in map(json.loads, (run_dir / "events.jsonl").read_text().splitlines())
+                                    if e["type"] == "run.persisted"], what="run.persisted event")
+    assert [e["payload"]["tractionbuild_reference"] for e in persisted] == [f"TB-REF-{run_id}"]
+    # `smvm sync-results RUN` (the on-demand sync) now has nothing to do for it.
+    assert smvm_cli.main(["--url", mesh.gateway_url, "--token", TOKEN, "sync-results", run_id]) == 0
+    [item] = json.loads(capsys.readouterr().out)["items"]
+    assert item["action"] == "skipped" and item["detail"] == "already persisted"
 
 
 def test_orchestrator_metrics_endpoint_counts_runs_rpcs_and_deliveries(api, tb, mesh):

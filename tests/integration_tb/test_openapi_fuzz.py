@@ -14,8 +14,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from conftest import TOKEN, start_mesh  # noqa: I001
-from conftest import SECRET
+from conftest import SECRET, TOKEN, start_mesh
 from tractionbuild_double import TractionBuildDouble
 
 pytestmark = pytest.mark.e2e

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     webhook_poll_interval_s: float = Field(0.5, description="Outbox poll interval when idle")
     tractionbuild_base_url: str = Field("", description="TractionBuild API base for the results sync; empty = no sync")
     tractionbuild_api_key: str = Field("", description="Bearer credential for TractionBuild's API")
+    callback_api_key: str = Field(
+        "", description="Bearer credential sent with callbacks (the guide's 'API key validation'); signatures are always sent"
+    )
     results_sync_interval_s: float = Field(86_400.0, description="Results sync schedule (daily by default)")
     idempotency_ttl_s: float = Field(86_400.0, description="How long the gateway keeps Idempotency-Key answers")
 

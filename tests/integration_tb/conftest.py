@@ -29,6 +29,7 @@ def start_mesh(base: Path, tb: TractionBuildDouble, **overrides) -> Mesh:
         webhook_backoff_base_s=0.05, webhook_breaker_cooldown_s=0.5, webhook_lease_s=0.5,
         webhook_poll_interval_s=0.05, webhook_timeout_s=5,
         tractionbuild_base_url=tb.base_url, tractionbuild_api_key="tb-api-key", results_sync_interval_s=3600,
+        callback_api_key="tb-callback-key",
     )
     values.update(overrides)
     mesh = Mesh(Settings(**values), addresses=free_addresses(), log_dir=base / "logs",

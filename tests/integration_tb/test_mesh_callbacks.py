@@ -137,6 +137,7 @@ def test_go_run_updates_every_stage_and_opens_the_gate(api, tb, mesh):
     assert all(u["correlation_id"] == "CORR-tb-go-1" for u in updates)
     received = [d for d in tb.state.deliveries if d["payload"]["run_id"] == run_id]
     assert {d["correlation_id"] for d in received} == {"CORR-tb-go-1"}  # the X-Correlation-ID header too
+    assert {d["authorization"] for d in received} == {"Bearer tb-callback-key"}
     assert len({d["event_id"] for d in received}) == len(received)
     assert tb.state.rejected_signatures == 0
 
@@ -298,6 +299,8 @@ def test_results_sync_survives_tractionbuild_api_down_and_records_the_reference(
         tb.start()
     wait_until(lambda: run_id in tb.state.persisted, timeout_s=60, what="results persisted")
     payload = tb.state.persisted[run_id]
+    [sync_delivery] = [d for d in tb.state.deliveries if d["path"] == "results" and d["payload"]["run_id"] == run_id]
+    assert sync_delivery["authorization"] == "Bearer tb-api-key"
     assert payload["project_id"] == EXAMPLE["project_id"]
     assert set(payload["files"]) == {"decision_output", "validation_report", "simulation_results", "personas_output",
                                      "competitors_output", "run_metadata", "events_log"}

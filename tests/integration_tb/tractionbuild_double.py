@@ -179,6 +179,7 @@ def build_app(state: TractionBuildState, secret: str) -> FastAPI:
         payload = await request.json()
         state.deliveries.append({"path": kind, "event_id": event_id, "payload": payload,
                                  "correlation_id": request.headers.get("x-correlation-id", ""),
+                                 "authorization": request.headers.get("authorization", ""),
                                  "received_at": time.time()})
         return payload, None
 

@@ -42,9 +42,10 @@ class Callbacks:
         self._tasks: list[asyncio.Task] = []
 
     def _extra_headers(self, message: OutboxMessage) -> dict[str, str]:
-        if message.kind == payloads.RESULTS_KIND and self.settings.tractionbuild_api_key:
-            return {"authorization": f"Bearer {self.settings.tractionbuild_api_key}"}
-        return {}
+        """The bearer credential of the receiving API: TractionBuild's API key for the results sync,
+        the callback key (if configured) for updates and alerts."""
+        key = self.settings.tractionbuild_api_key if message.kind == payloads.RESULTS_KIND else self.settings.callback_api_key
+        return {"authorization": f"Bearer {key}"} if key else {}
 
     async def start(self) -> None:
         if not self.dispatcher.secrets:

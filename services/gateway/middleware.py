@@ -81,8 +81,6 @@ class GatewayMiddleware:
 
         try:
             refusal, receive = await self._admit(scope, receive)
-            if refusal is not None and refusal.status >= 400:
-                outcome["status"] = refusal.status
             if refusal is not None:
                 await _send_error(refusal, send_with_id)
             else:
@@ -90,8 +88,9 @@ class GatewayMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             label = _endpoint_label(scope.get("method", ""), scope.get("path", ""))
-            metrics.HTTP_REQUESTS.labels(label, scope.get("method", ""), str(outcome["status"])).inc()
-            metrics.HTTP_LATENCY.labels(label, scope.get("method", "")).observe(elapsed)
+            method = scope.get("method", "") if scope.get("method") in _METHODS else "other"
+            metrics.HTTP_REQUESTS.labels(label, method, str(outcome["status"])).inc()
+            metrics.HTTP_LATENCY.labels(label, method).observe(elapsed)
             log.info(
                 "http",
                 extra={
@@ -190,6 +189,7 @@ class GatewayMiddleware:
 
 
 _STATIC_LABELS = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
 def _endpoint_label(method: str, path: str) -> str:

@@ -69,6 +69,9 @@ class ServiceHost:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # gRPC binds with SO_REUSEPORT by default: a second server on a taken port would then
+                # silently share its connections. Fail the bind instead.
+                ("grpc.so_reuseport", 0),
             ],
         )
         self._service_names = list(self._register(server))

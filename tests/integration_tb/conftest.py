@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from smvm.config import Settings  # noqa: E402
-from smvm.launcher import Mesh, free_addresses, free_port  # noqa: E402
+from smvm.launcher import Mesh, MeshError, free_addresses, free_port  # noqa: E402
 from tractionbuild_double import TractionBuildDouble  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,11 +32,24 @@ def start_mesh(base: Path, tb: TractionBuildDouble, **overrides) -> Mesh:
         callback_api_key="tb-callback-key",
     )
     values.update(overrides)
-    mesh = Mesh(Settings(**values), addresses=free_addresses(), log_dir=base / "logs",
-                extra_env={"SMVM_PROFILE": "test", "SMVM_ORCHESTRATOR_METRICS_ADDR": f"127.0.0.1:{metrics_port}"})
-    mesh.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-    mesh.start(timeout_s=300)
-    return mesh
+    for attempt in range(3):
+        log_dir = base / f"logs-{attempt}"
+        mesh = Mesh(Settings(**values), addresses=free_addresses(), log_dir=log_dir,
+                    extra_env={"SMVM_PROFILE": "test", "SMVM_ORCHESTRATOR_METRICS_ADDR": f"127.0.0.1:{metrics_port}"})
+        mesh.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        try:
+            mesh.start(timeout_s=300)
+            return mesh
+        except MeshError:
+            # free_addresses() picks free ports and releases them; on a machine shared with other
+            # meshes one can be taken before our service binds it. Only that race is retried.
+            lost_race = any(sign in path.read_text(errors="replace")
+                            for path in log_dir.glob("*.log")
+                            for sign in ("Failed to bind", "cannot bind", "Address already in use"))
+            if not lost_race or attempt == 2:
+                raise
+            metrics_port = free_port()
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture

@@ -13,6 +13,9 @@
     smvm token create NAME --role R [--project P] [--expires-in 30d] | revoke NAME | list
     smvm memory similar TEXT [--domain D] | competitors DOMAIN | history PROJECT | retention [--dry-run]
                                             query the memory service (gRPC, SMVM_MEMORY_ADDR)
+    smvm deliveries [--state dead] [--run-id R]   callbacks to TractionBuild (dead letters with --state dead)
+    smvm replay EVENT_ID                    put a dead callback back in the queue
+    smvm sync-results [RUN_ID ...]          post completed runs' results to TractionBuild now
 
 The client commands talk to SMVM_GATEWAY_URL (default http://127.0.0.1:8080) with SMVM_TOKEN
 (default dev-admin-token, accepted by the dev profile).
@@ -72,6 +75,15 @@ class Client:
         body = {"kind": kind, "format": fmt, "source_name": path.name,
                 "content": base64.b64encode(path.read_bytes()).decode("ascii")}
         return self._json(self.http.post("/api/v1/grounding/imports", json=body))
+    def deliveries(self, state: str | None, run_id: str | None, limit: int | None) -> dict:
+        params = {k: v for k, v in (("state", state), ("run_id", run_id), ("limit", limit)) if v}
+        return self._json(self.http.get("/api/v1/admin/deliveries", params=params))
+
+    def replay(self, event_id: str) -> dict:
+        return self._json(self.http.post(f"/api/v1/admin/deliveries/{event_id}/replay"))
+
+    def sync_results(self, run_ids: list[str]) -> dict:
+        return self._json(self.http.post("/api/v1/admin/results-sync", json={"run_ids": run_ids}))
 
     def wait(self, run_id: str, timeout_s: float = 600.0, interval_s: float = 0.25) -> dict:
         deadline = time.monotonic() + timeout_s
@@ -290,6 +302,19 @@ def main(argv: list[str] | None = None) -> int:
     queries.add_parser("history", help="a project's decisions").add_argument("project_id")
     queries.add_parser("retention", help="apply the retention rules now").add_argument("--dry-run", action="store_true")
     memory.set_defaults(func=cmd_memory)
+    deliveries = sub.add_parser("deliveries", help="list callbacks to TractionBuild")
+    deliveries.add_argument("--state", choices=("pending", "delivered", "dead"))
+    deliveries.add_argument("--run-id")
+    deliveries.add_argument("--limit", type=int)
+    deliveries.set_defaults(func=lambda a: _print(_client(a).deliveries(a.state, a.run_id, a.limit)) or 0)
+
+    replay = sub.add_parser("replay", help="replay a dead (or delivered) callback")
+    replay.add_argument("event_id")
+    replay.set_defaults(func=lambda a: _print(_client(a).replay(a.event_id)) or 0)
+
+    sync = sub.add_parser("sync-results", help="post completed runs' results to TractionBuild now")
+    sync.add_argument("run_ids", nargs="*")
+    sync.set_defaults(func=lambda a: _print(_client(a).sync_results(a.run_ids)) or 0)
 
     args = parser.parse_args(argv)
     try:

@@ -112,6 +112,28 @@ class Settings(BaseSettings):
     memory_sync_interval_s: float = Field(10.0, description="How often the memory service learns newly decided runs")
     memory_retention_interval_s: float = Field(3600.0, description="How often the memory service applies retention")
 
+    # Callbacks to TractionBuild (services/orchestrator/callbacks) and the results sync.
+    webhook_secrets: str = Field(
+        "", description="Comma-separated HMAC secrets signing callbacks (first is current; required in prod, else dev-webhook-secret)"
+    )
+    callback_allowed_hosts: str = Field(
+        "", description="Comma-separated callback hosts allowed outside dev (exact, or *.example.com)"
+    )
+    webhook_backoff_base_s: float = Field(1.0, description="Retry backoff base: base x 1, 2, 4, 8, 16 plus jitter")
+    webhook_max_retries: int = Field(5, description="Retries after the first attempt before dead-lettering")
+    webhook_timeout_s: float = Field(10.0, description="Deadline of one callback POST")
+    webhook_breaker_threshold: int = Field(5, description="Consecutive failures that open a host's circuit breaker")
+    webhook_breaker_cooldown_s: float = Field(30.0, description="Open-breaker time before a trial delivery")
+    webhook_lease_s: float = Field(30.0, description="How long a claimed outbox message is held by one dispatcher")
+    webhook_poll_interval_s: float = Field(0.5, description="Outbox poll interval when idle")
+    tractionbuild_base_url: str = Field("", description="TractionBuild API base for the results sync; empty = no sync")
+    tractionbuild_api_key: str = Field("", description="Bearer credential for TractionBuild's API")
+    callback_api_key: str = Field(
+        "", description="Bearer credential sent with callbacks (the guide's 'API key validation'); signatures are always sent"
+    )
+    results_sync_interval_s: float = Field(86_400.0, description="Results sync schedule (daily by default)")
+    idempotency_ttl_s: float = Field(86_400.0, description="How long the gateway keeps Idempotency-Key answers")
+
     @field_validator("profile")
     @classmethod
     def _known_profile(cls, value: str) -> str:
@@ -143,6 +165,13 @@ class Settings(BaseSettings):
         if self.profile == "dev":
             tokens.add("dev-admin-token")
         return frozenset(tokens)
+
+    def webhook_signing_secrets(self) -> list[str]:
+        """Secrets that sign callbacks, current first; outside prod a fixed secret stands in when none is set."""
+        secrets = [s.strip() for s in self.webhook_secrets.split(",") if s.strip()]
+        if not secrets and self.profile != "prod":
+            secrets = ["dev-webhook-secret"]
+        return secrets
 
     def env_for_children(self) -> dict[str, Any]:
         """Environment variables that reproduce these settings in a child process."""

@@ -20,7 +20,7 @@ from grpc_interceptor import AsyncServerInterceptor
 from grpc_interceptor.exception_to_status import AsyncExceptionToStatusInterceptor
 from grpc_status import rpc_status
 
-from smvm import correlation
+from smvm import correlation, metrics
 from smvm.errors import SmvmError
 
 if TYPE_CHECKING:
@@ -75,6 +75,45 @@ class CorrelationInterceptor(AsyncServerInterceptor):
         )
 
 
+class MetricsInterceptor(AsyncServerInterceptor):
+    """Count every call by method and status code and time it (smvm.metrics RPC_*); health and
+    reflection calls are left out so probes do not drown the figures."""
+
+    async def intercept(self, method: Callable, request: Any, context: aio.ServicerContext, method_name: str):
+        if method_name.startswith(_HEALTH_PREFIXES):
+            response = method(request, context)
+            return response if hasattr(response, "__aiter__") else await response
+        start = time.perf_counter()
+        try:
+            response = method(request, context)
+            if hasattr(response, "__aiter__"):
+                return self._stream(response, context, method_name, start)
+            result = await response
+        except BaseException:
+            self._observe(context, method_name, start, failed=True)
+            raise
+        self._observe(context, method_name, start)
+        return result
+
+    async def _stream(self, iterator, context, method_name, start):
+        failed = False
+        try:
+            async for item in iterator:
+                yield item
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            self._observe(context, method_name, start, failed=failed)
+
+    @staticmethod
+    def _observe(context, method_name: str, start: float, failed: bool = False) -> None:
+        code = context.code()
+        name = getattr(code, "name", None) or ("UNKNOWN" if failed else "OK")
+        metrics.RPC_HANDLED.labels(method_name, name).inc()
+        metrics.RPC_LATENCY.labels(method_name).observe(time.perf_counter() - start)
+
+
 def status_for(error: SmvmError) -> grpc.Status:
     """The rich gRPC status for a domain error (BadRequest for a field, ErrorInfo otherwise)."""
     code = grpc.StatusCode[error.code]
@@ -119,7 +158,7 @@ def server_interceptors(fault_plan: "FaultPlan | None" = None) -> list[aio.Serve
     from smvm.config import load_settings
     from smvm.faults import FaultInjectionInterceptor, FaultPlan
 
-    chain: list[aio.ServerInterceptor] = [CorrelationInterceptor(), DomainErrorInterceptor()]
+    chain: list[aio.ServerInterceptor] = [CorrelationInterceptor(), MetricsInterceptor(), DomainErrorInterceptor()]
     plan = fault_plan if fault_plan is not None else FaultPlan.parse(load_settings().fault_injection)
     if plan is not None:
         chain.append(FaultInjectionInterceptor(plan))

@@ -7,7 +7,6 @@ launcher dies (PR_SET_PDEATHSIG), so even `kill -9` of the launcher leaves no pr
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -29,9 +28,17 @@ STAGES = ("ingestion", "personas", "competitors", "simulation", "analysis", "ove
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+# Each child first runs this in a fresh interpreter: ask for SIGTERM when the launcher dies (the
+# setting survives exec), give up if the launcher is already gone, then exec the service. Doing it
+# here rather than in a preexec_fn keeps Python code out of the window between fork and exec, where
+# a launcher that has gRPC threads running (a test process, say) can abort the child in gRPC's fork
+# handlers.
+_DIE_WITH_PARENT_EXEC = (
+    "import ctypes, os, signal, sys;"
+    f"ctypes.CDLL('libc.so.6', use_errno=True).prctl({_PR_SET_PDEATHSIG}, signal.SIGTERM);"
+    "os.getppid() == int(sys.argv[1]) or sys.exit(1);"
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
 
 
 def free_port() -> int:
@@ -103,12 +110,11 @@ class Mesh:
             stderr = fh
         self._specs[key] = (module, env)
         self.processes[key] = subprocess.Popen(
-            [self.python, "-m", f"services.{module}"],
+            [self.python, "-c", _DIE_WITH_PARENT_EXEC, str(os.getpid()), self.python, "-m", f"services.{module}"],
             env=env,
             stdout=stderr if stderr is not None else None,
             stderr=stderr,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
             cwd=Path(__file__).resolve().parent.parent,
         )
 

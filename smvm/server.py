@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from smvm import logs
+from smvm import logs, metrics
 from smvm.auth import AuthServerInterceptor, TokenRegistry
 from smvm.channels import MAX_MESSAGE_BYTES
 from smvm.config import Settings, load_settings
@@ -82,6 +82,7 @@ class ServiceHost:
         self.ready = asyncio.Event()
         self._service_names: list[str] = []
         self._warm_task: asyncio.Task | None = None
+        self.metrics_port: int | None = None
 
     async def start(self) -> int:
         """Bind and start serving (health NOT_SERVING until warm); return the bound port."""
@@ -95,6 +96,9 @@ class ServiceHost:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # gRPC binds with SO_REUSEPORT by default: a second server on a taken port would then
+                # silently share its connections. Fail the bind instead.
+                ("grpc.so_reuseport", 0),
             ],
         )
         self._service_names = list(self._register(server))
@@ -113,6 +117,7 @@ class ServiceHost:
             raise RuntimeError(f"{self.name}: cannot bind {self.address}")
         await server.start()
         self.server, self.port = server, port
+        self.metrics_port = metrics.serve(self.name)
         log.info("listening", extra={"address": self.address, "port": port, "services": self._service_names})
         self._warm_task = asyncio.create_task(self._become_ready())
         return port

@@ -19,12 +19,14 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import BaseModel
 
-from smvm import __version__, auth, correlation
+from smvm import __version__, auth, correlation, metrics
 from smvm.auth import TokenRegistry
 from smvm.channels import ClientSecurity, open_channel
 from smvm.config import Settings
 from smvm.ids import check_id, run_id_from
 from smvm.v1 import (
+    delivery_service_pb2 as dpb,
+    delivery_service_pb2_grpc as dgrpc,
     ingestion_service_pb2 as ipb,
     ingestion_service_pb2_grpc as igrpc,
     overwatch_service_pb2 as opb,
@@ -35,6 +37,7 @@ from smvm.v1 import (
 
 from services.gateway import access, errors
 from services.gateway.errors import ApiError
+from services.gateway.idempotency import MAX_KEY_LENGTH, IdempotencyStore, request_digest
 from services.gateway.jsonview import json_to_message, message_to_json
 from services.gateway.middleware import GatewayMiddleware
 from services.gateway.ratelimit import RateLimiter
@@ -42,13 +45,14 @@ from services.gateway.schema import request_model, response_model
 
 # The guide's per-endpoint timeouts (seconds), used as gRPC deadlines.
 TIMEOUTS_S = {"runs": 30.0, "status": 5.0, "results": 30.0, "complete": 60.0, "finalize": 30.0, "list": 30.0,
-              "imports": 30.0, "report": 30.0}
+              "imports": 30.0, "report": 30.0, "admin": 30.0}
 READY_CHECK_TIMEOUT_S = 2.0
 
 SubmitRunBody = request_model(vpb.SubmitRunRequest.DESCRIPTOR, name="SubmitRunBody")
 CompleteRunBody = request_model(vpb.CompleteRunRequest.DESCRIPTOR, exclude=("run_id",), name="CompleteRunBody")
 FinalizeRunBody = request_model(vpb.FinalizeRunRequest.DESCRIPTOR, exclude=("run_id",), name="FinalizeRunBody")
 ImportGroundingBody = request_model(ipb.ImportGroundingRequest.DESCRIPTOR, name="ImportGroundingBody")
+SyncResultsBody = request_model(dpb.SyncResultsRequest.DESCRIPTOR, name="SyncResultsBody")
 
 
 
@@ -105,6 +109,7 @@ class Upstream:
     def __init__(self, channel: aio.Channel):
         self.channel = channel
         self.validation = vgrpc.ValidationServiceStub(channel)
+        self.delivery = dgrpc.DeliveryServiceStub(channel)
         self.health = health_pb2_grpc.HealthStub(channel)
         self.draining = False
 
@@ -167,6 +172,7 @@ def create_app(
         lifespan=lifespan,
         responses=_ERROR_RESPONSES,
     )
+    app.state.idempotency = IdempotencyStore(ttl_s=settings.idempotency_ttl_s)
     # Tests may build the app without running its lifespan; the upstream then exists from the start.
     if channel is not None:
         app.state.upstream = Upstream(channel)
@@ -196,6 +202,11 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/metrics", tags=["probes"], summary="Prometheus metrics of this gateway", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
     @app.get("/readyz", tags=["probes"], summary="Readiness: the orchestrator reports SERVING")
     async def readyz(request: Request):
         if await upstream_of(request).serving():
@@ -213,13 +224,25 @@ def create_app(
         if data.get("run_id"):
             _checked("run_id", data["run_id"])
         access.check_submit_scope(request, principal, data.get("project_id", ""), request.state.run_id)
+        store: IdempotencyStore = request.app.state.idempotency
+        client = getattr(request.state, "client_id", "") or hashlib.sha256(
+            request.headers.get("authorization", "").encode()).hexdigest()
+        digest = request_digest(data)
         if idempotency_key is not None:
-            if not 1 <= len(idempotency_key) <= 255:
-                raise ApiError(400, "INVALID_ARGUMENT", "Idempotency-Key must be 1-255 characters",
+            if not 1 <= len(idempotency_key) <= MAX_KEY_LENGTH:
+                raise ApiError(400, "INVALID_ARGUMENT", f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} characters",
                                details={"field": "Idempotency-Key", "reason": "INVALID_FIELD"})
+            stored = store.get(client, idempotency_key)
+            if stored is not None:
+                if stored.digest != digest:
+                    raise ApiError(409, "ALREADY_EXISTS", "this Idempotency-Key was used with a different request",
+                                   details={"field": "Idempotency-Key", "reason": "IDEMPOTENCY_KEY_REUSED"},
+                                   run_id=stored.body.get("run_id"))
+                replay = dict(stored.body, replayed=True)
+                return JSONResponse(replay, status_code=stored.status, headers={
+                    "Location": f"/api/v1/validation/{replay['run_id']}/status", "Idempotent-Replayed": "true"})
             if not data.get("run_id"):
-                authorization = request.headers.get("authorization", "")
-                data["run_id"] = _idempotent_run_id(hashlib.sha256(authorization.encode()).hexdigest(), idempotency_key)
+                data["run_id"] = _idempotent_run_id(client, idempotency_key)
                 request.state.run_id = data["run_id"]
         message = json_to_message(data, vpb.SubmitRunRequest())
         upstream = upstream_of(request)
@@ -227,7 +250,10 @@ def create_app(
         headers = {"Location": f"/api/v1/validation/{answer.run_id}/status"}
         if answer.replayed:
             headers["Idempotent-Replayed"] = "true"
-        return JSONResponse(message_to_json(answer), status_code=201, headers=headers)
+        answer_body = message_to_json(answer)
+        if idempotency_key is not None:
+            store.put(client, idempotency_key, digest, 201, dict(answer_body, replayed=False))
+        return JSONResponse(answer_body, status_code=201, headers=headers)
 
     @app.post(
         "/api/v1/validation/runs", status_code=201, tags=["validation"],
@@ -389,6 +415,51 @@ def create_app(
         upstream = upstream_of(request)
         answer = await upstream.call(upstream.validation.FinalizeRun, message, "finalize", run_id)
         return JSONResponse(message_to_json(answer))
+
+    # ------------------------------------------------------------------ operators: callbacks and the results sync
+    @app.get(
+        "/api/v1/admin/deliveries", tags=["admin"],
+        summary="Callbacks to TractionBuild (outbox messages), newest first; state=dead lists the dead letters",
+        response_model=response_model(dpb.ListDeliveriesResponse.DESCRIPTOR),
+    )
+    async def list_deliveries(
+        request: Request,
+        state: Optional[str] = Query(None, pattern="^(pending|delivered|dead)$"),
+        run_id: Optional[str] = Query(None, max_length=128),
+        limit: Optional[int] = Query(None, ge=1, le=500),
+    ):
+        if run_id:
+            _checked("run_id", run_id)
+        upstream = upstream_of(request)
+        message = dpb.ListDeliveriesRequest(state=state or "", run_id=run_id or "", limit=limit or 0)
+        answer = await upstream.call(upstream.delivery.ListDeliveries, message, "admin", run_id)
+        return JSONResponse(message_to_json(answer))
+
+    @app.post(
+        "/api/v1/admin/deliveries/{event_id}/replay", tags=["admin"],
+        summary="Put a dead (or delivered) callback back in the queue, attempts reset",
+        response_model=response_model(dpb.ReplayDeliveryResponse.DESCRIPTOR),
+    )
+    async def replay_delivery(request: Request, event_id: str):
+        if not 1 <= len(event_id) <= 200:
+            raise ApiError(400, "INVALID_ARGUMENT", "event_id must be 1-200 characters",
+                           details={"field": "event_id", "reason": "INVALID_FIELD"})
+        upstream = upstream_of(request)
+        answer = await upstream.call(upstream.delivery.ReplayDelivery, dpb.ReplayDeliveryRequest(event_id=event_id),
+                                     "admin", None)
+        return JSONResponse(message_to_json(answer))
+
+    @app.post(
+        "/api/v1/admin/results-sync", tags=["admin"],
+        summary="Run the T0+30 results sync to TractionBuild now (every completed, unsynced run, or those named)",
+        response_model=response_model(dpb.SyncResultsResponse.DESCRIPTOR),
+    )
+    async def results_sync(request: Request, body: Optional[SyncResultsBody] = None):  # type: ignore[valid-type]
+        upstream = upstream_of(request)
+        message = json_to_message(_body_dict(body), dpb.SyncResultsRequest())
+        answer = await upstream.call(upstream.delivery.SyncResults, message, "admin", None)
+        return JSONResponse(message_to_json(answer))
+
 
     # ------------------------------------------------------------------ grounding imports (IngestionService)
     @app.post(

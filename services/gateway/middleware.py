@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any, Awaitable, Callable
 
-from smvm import correlation
+from smvm import correlation, metrics
 from smvm.auth import TokenRegistry, bearer
 from smvm.errors import Unauthenticated, Unavailable
 
@@ -92,6 +92,11 @@ class GatewayMiddleware:
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            label = _endpoint_label(scope.get("method", ""), scope.get("path", ""))
+            method = scope.get("method", "") if scope.get("method") in _METHODS else "other"
+            metrics.HTTP_REQUESTS.labels(label, method, str(outcome["status"])).inc()
+            metrics.HTTP_LATENCY.labels(label, method).observe(elapsed)
             log.info(
                 "http",
                 extra={
@@ -112,6 +117,7 @@ class GatewayMiddleware:
             if self.on_denied is not None:
                 await self.on_denied(scope, refusal)
             return refusal, receive
+        scope.setdefault("state", {})["client_id"] = client
         if self.rate_limiter is not None and (endpoint := endpoint_of(method, path)) is not None:
             wait_s = self.rate_limiter.acquire(client, endpoint)
             if wait_s > 0:
@@ -188,6 +194,20 @@ class GatewayMiddleware:
             413, "PAYLOAD_TOO_LARGE", f"request body exceeds {self.max_request_bytes} bytes",
             details={"reason": "PAYLOAD_TOO_LARGE", "max_bytes": self.max_request_bytes},
         )
+
+
+_STATIC_LABELS = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+def _endpoint_label(method: str, path: str) -> str:
+    """A bounded metrics label: the guide's endpoint name, an admin route, a probe, or "other"."""
+    name = endpoint_of(method, path)
+    if name is not None:
+        return name
+    if path.startswith("/api/v1/admin/"):
+        return "admin"
+    return path if path in _STATIC_LABELS else "other"
 
 
 def _replay(chunks: list[bytes], pending: Message | None, receive: Receive) -> Receive:

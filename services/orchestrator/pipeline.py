@@ -25,7 +25,7 @@ import time
 import grpc
 from google.protobuf import json_format
 
-from smvm import correlation
+from smvm import correlation, metrics
 from smvm.channels import ClientSecurity, addresses_of, open_channel
 from smvm.config import Settings
 from smvm.db import DatabaseUnavailable
@@ -49,8 +49,9 @@ from smvm.v1 import (
 )
 
 from services.orchestrator import simconfig
+from services.orchestrator.callbacks.emitter import CallbackEmitter
 from services.orchestrator.rundir import iso, utcnow
-from services.orchestrator.store import STAGE_WEIGHTS, LeaseLost, RunStore, progress_before
+from services.orchestrator.store import STAGE_WEIGHTS, LeaseLost, RunStore, parse_time, progress_before
 
 # Backoff between attempts at a stage that is UNAVAILABLE.
 RETRY_INITIAL_S, RETRY_MAX_S = 0.25, 2.0
@@ -106,17 +107,49 @@ class RunContext:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, store: RunStore, clients: StageClients):
+    def __init__(self, settings: Settings, store: RunStore, clients: StageClients,
+                 callbacks: CallbackEmitter | None = None):
         self.settings = settings
         self.store = store
         self.clients = clients
+        # Callbacks to TractionBuild: one update per state change below, alerts where the guide names one.
+        self.callbacks = callbacks
+
+    def _updates(self, step_name: str = "", decision_doc: dict | None = None):
+        """The update callback of a state change, for the store to write in that change's transaction."""
+        if self.callbacks is None:
+            return ()
+        return lambda record: self.callbacks.update_messages(record, step_name=step_name, decision_doc=decision_doc)
+
+    def _update(self, run_id: str, event_type: str, *, step_name: str = "", decision_doc: dict | None = None, **kw):
+        """store.update with the change's callback in the same transaction, then wake the dispatcher."""
+        record = self.store.update(run_id, event_type, outbox=self._updates(step_name, decision_doc), **kw)
+        if self.callbacks is not None:
+            self.callbacks.wake()
+        return record
+
+    def _alert(self, ctx: RunContext, alert_type: str, severity: str, message: str, details: dict | None = None) -> None:
+        """An alert is an event of the run (`alert.<type>`) and its callback, in one transaction."""
+        outbox = (() if self.callbacks is None else
+                  lambda record: self.callbacks.alert_messages(record, alert_type, severity, message, details))
+        self.store.update(ctx.run_id, f"alert.{alert_type}", outbox=outbox,
+                          payload={"alert_type": alert_type, "severity": severity, "alert": message})
+        if self.callbacks is not None:
+            self.callbacks.wake()
+
+    def _finished(self, record) -> None:
+        """Metrics of a run that reached its outcome."""
+        metrics.RUNS_FINISHED.labels(record.state).inc()
+        created = parse_time(record.created_at)
+        if created is not None:
+            metrics.RUN_DURATION.labels(record.state).observe(max(0.0, (utcnow() - created).total_seconds()))
 
     # ------------------------------------------------------------------ helpers
     def _start(self, ctx: RunContext, stage: str) -> None:
         record = self.store.get(ctx.run_id)
         results = dict(record.stage_results, **{stage: "in_progress"})
-        self.store.update(
-            ctx.run_id, "stage.started", state="RUNNING", current_stage=stage,
+        self._update(
+            ctx.run_id, "stage.started", step_name=stage, state="RUNNING", current_stage=stage,
             progress=progress_before(stage), stage_results=results, payload={"stage": stage},
         )
 
@@ -124,8 +157,8 @@ class Pipeline:
         """Commit the stage's output with its stage.completed event (one transaction)."""
         record = self.store.get(ctx.run_id)
         results = dict(record.stage_results, **{stage: "completed"})
-        self.store.update(
-            ctx.run_id, "stage.completed", stage_results=results,
+        self._update(
+            ctx.run_id, "stage.completed", step_name=stage, stage_results=results,
             progress=progress_before(stage) + STAGE_WEIGHTS[stage], payload={"stage": stage, **summary},
             stage_output=(stage, output.SerializeToString(deterministic=True)),
         )
@@ -170,6 +203,13 @@ class Pipeline:
         """Run the stages after ingestion; never raises (the outcome lands in the store)."""
         token = correlation.set(ctx.correlation_id or self.store.get(ctx.run_id).correlation_id)
         try:
+            if not self.store.stage_output(ctx.run_id, "personas"):  # a fresh run, not a resumed one
+                metrics.TOKENS_BUDGETED.inc(ctx.configuration.max_tokens_per_run)
+                if self.callbacks is not None:  # the INITIATED update (the submission's own change)
+                    self.callbacks.update(self.store.get(ctx.run_id), step_name="ingestion")
+                if ctx.idea.warnings:
+                    self._alert(ctx, "quality_warning", "warning", "the idea was accepted with data-quality warnings",
+                                {"warnings": list(ctx.idea.warnings)})
             while True:
                 try:
                     await self._stages(ctx)
@@ -212,10 +252,20 @@ class Pipeline:
             if failed and results.get(failed) == "in_progress":
                 results[failed] = "failed"
             log.warning("run ended %s: %s", state, message)
-            self.store.update(ctx.run_id, event, state=state, error=message, stage_results=results, payload={"error": message})
+            record = self._update(ctx.run_id, event, step_name=failed or "", state=state, error=message,
+                                  stage_results=results, payload={"error": message})
         except (DatabaseUnavailable, LeaseLost):
             # Left RUNNING in the database; whoever holds (or next takes) its lease resumes it.
             log.exception("could not record the end of run %s", ctx.run_id)
+            return
+        self._finished(record)
+        if state == "TIMEOUT":
+            self._alert(ctx, "timeline_slip", "critical",
+                        f"run exceeded timeout_seconds={ctx.configuration.timeout_seconds}; manual review required",
+                        {"timeout_seconds": ctx.configuration.timeout_seconds, "stage": failed or "",
+                         "stage_results": results})
+        elif "RESOURCE_EXHAUSTED" in message:
+            self._alert(ctx, "resource_constraint", "critical", message, {"stage": failed or ""})
 
     async def _stages(self, ctx: RunContext) -> None:
         cfg = ctx.configuration
@@ -232,6 +282,9 @@ class Pipeline:
             rundir.write_json("outputs/personas.output.json", to_dict(personas))
             self._done(ctx, "personas", {"personas": len(personas.personas), "prior": personas.prior,
                                          "bias_passed": personas.bias_report.passed}, personas)
+            if not personas.bias_report.passed:
+                self._alert(ctx, "quality_warning", "warning", "the persona sample failed its bias checks",
+                            {"bias_report": to_dict(personas.bias_report)})
 
         landscape = self._committed(ctx, "competitors", competitor_service_pb2.BuildLandscapeResponse)
         if landscape is None:
@@ -273,6 +326,11 @@ class Pipeline:
                                            "utility_evaluations": result.utility_evaluations,
                                            "kernel_seconds": round(result.kernel_seconds, 4),
                                            "budget_warnings": [*reservation.warnings, *settled.warnings]}, result)
+            metrics.UTILITY_EVALUATIONS.inc(result.utility_evaluations)
+            metrics.SIMULATION_ITERATIONS.inc(result.iterations)
+            if settled.warnings:  # what the spend itself brought near a ceiling (the reservation's are sent)
+                self._alert(ctx, "resource_constraint", "warning", "; ".join(settled.warnings),
+                            {"warnings": list(settled.warnings)})
 
         analysis = self._committed(ctx, "analysis", analysis_service_pb2.AnalyzeResponse)
         if analysis is None:
@@ -318,11 +376,19 @@ class Pipeline:
                                           "policy_version": review.policy_version, "released": decision_doc["released"]},
                        review_response)
         verdict = short_enum(decision_pb2.ReviewVerdict.Name(review_response.review.verdict), "REVIEW_VERDICT_")
-        self.store.update(
-            ctx.run_id, "run.decision_ready", state="DECISION_READY", current_stage="", progress=1.0,
-            recommendation=recommendation, review_verdict=verdict,
+        decision_doc = rundir.read_json("outputs/decision.output.json")
+        record = self._update(
+            ctx.run_id, "run.decision_ready", step_name="overwatch", decision_doc=decision_doc,
+            state="DECISION_READY", current_stage="", progress=1.0, recommendation=recommendation, review_verdict=verdict,
             payload={"recommendation": recommendation, "confidence": decision.confidence, "verdict": verdict},
         )
+        self._finished(record)
+        if recommendation == "KILL" or verdict == "VETO":
+            self._alert(ctx, "risk_escalation", "critical" if verdict == "VETO" else "warning",
+                        f"recommendation {recommendation}, overwatch verdict {verdict}",
+                        {"recommendation": recommendation, "verdict": verdict,
+                         "reasons": [r.code for r in review_response.review.reasons],
+                         "critical_success_factors": list(decision.critical_success_factors)})
 
     # ------------------------------------------------------------------ budget (overwatch's ledger)
     async def _reserve_budget(self, ctx: RunContext, sim_config) -> overwatch_service_pb2.ReserveBudgetResponse:
@@ -340,8 +406,9 @@ class Pipeline:
         self.store.update(ctx.run_id, "budget.reserved", payload={
             "reservation_id": reservation.reservation_id, "utilisation": round(reservation.utilisation, 4),
             "warnings": list(reservation.warnings)})
-        for warning in reservation.warnings:
-            self.store.update(ctx.run_id, "alert.resource_constraint", payload={"alert": warning})
+        if reservation.warnings:
+            self._alert(ctx, "resource_constraint", "warning", "; ".join(reservation.warnings),
+                        {"utilisation": reservation.utilisation, "warnings": list(reservation.warnings)})
         return reservation
 
     async def _release_budget(self, ctx: RunContext, reservation_id: str, reason: str) -> None:

@@ -8,7 +8,6 @@ import logging
 import platform
 import socket
 import time
-from urllib.parse import urlsplit
 
 import grpc
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
@@ -20,6 +19,8 @@ from smvm.ids import check_id, new_run_id, run_id_from, validation_id
 from smvm.server import ServiceHost
 from smvm.v1 import (
     decision_pb2,
+    delivery_service_pb2 as dpb,
+    delivery_service_pb2_grpc as dgrpc,
     idea_pb2,
     ingestion_service_pb2,
     market_pb2,
@@ -30,6 +31,8 @@ from smvm.v1 import (
 )
 
 from services.orchestrator import simconfig
+from services.orchestrator.callbacks import payloads as callback_payloads, urls as callback_urls
+from services.orchestrator.callbacks.service import Callbacks, DeliveryServicer
 from services.orchestrator.pipeline import Pipeline, RunContext, StageClients, to_dict
 from services.orchestrator.rundir import RunDirectory, iso, utcnow
 from services.orchestrator.store import RunRecord, RunStore, parse_time
@@ -69,6 +72,7 @@ def status_message(record: RunRecord, run_directory: str) -> run_pb2.RunStatus:
         run_directory=run_directory,
         correlation_id=record.correlation_id,
         recommendation=record.recommendation,
+        manual_review_required=record.state in callback_payloads.MANUAL_REVIEW_STATES,
     )
     for field in ("created_at", "updated_at", "estimated_completion", "completed_at", "finalized_at"):
         ts = _ts(getattr(record, field))
@@ -96,15 +100,13 @@ def normalise_configuration(cfg: run_pb2.RunConfiguration, settings: Settings) -
     return out
 
 
-def check_callback_url(field: str, url: str) -> str:
-    if not url:
-        return ""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidArgument(field, "must be an absolute http(s) URL")
-    if parts.username or parts.password:
-        raise InvalidArgument(field, "must not carry credentials")
-    return url
+def check_callback_url(field: str, url: str, settings: Settings | None = None) -> str:
+    """A callback URL SMVM may call (http(s), no credentials; outside dev an allow-listed host)."""
+    if settings is None:
+        return callback_urls.check_callback_url(field, url)
+    return callback_urls.check_callback_url(
+        field, url, profile=settings.profile, allow_list=callback_urls.parse_allow_list(settings.callback_allowed_hosts)
+    )
 
 
 def _correlation_of(request: vpb.SubmitRunRequest) -> str:
@@ -133,11 +135,12 @@ def request_digest(request: vpb.SubmitRunRequest) -> str:
 
 
 class ValidationServicer(vgrpc.ValidationServiceServicer):
-    def __init__(self, settings: Settings, store: RunStore, clients: StageClients):
+    def __init__(self, settings: Settings, store: RunStore, clients: StageClients, callbacks: Callbacks | None = None):
         self.settings = settings
         self.store = store
         self.clients = clients
-        self.pipeline = Pipeline(settings, store, clients)
+        self.callbacks = callbacks
+        self.pipeline = Pipeline(settings, store, clients, callbacks.emitter if callbacks is not None else None)
         self._tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -170,12 +173,14 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
             ctx = self._resume_context(record)
         except Exception as exc:  # nothing to resume from: end the run visibly, never leave it RUNNING
             log.exception("cannot resume run %s", record.run_id)
-            self.store.update(
+            record = self.store.update(
                 record.run_id, "run.failed", state="FAILED",
                 error=f"interrupted: the orchestrator restarted and the run cannot be resumed ({exc}); "
                 "resubmit with a new run_id",
                 payload={"reason": "orchestrator_restart"},
             )
+            if self.callbacks is not None:
+                self.callbacks.emitter.update(record, step_name=record.current_stage)
             return
         done = [s for s, state in record.stage_results.items() if state == "completed"]
         self.store.update(record.run_id, "run.resumed", payload={"completed_stages": done})
@@ -224,8 +229,8 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
                 "exactly one of `idea` or `business_idea` is required",
             )
         configuration = normalise_configuration(request.configuration, self.settings)
-        callback_url = check_callback_url("callback_url", request.callback_url) or check_callback_url(
-            "metadata.callback_url", request.metadata.callback_url
+        callback_url = check_callback_url("callback_url", request.callback_url, self.settings) or check_callback_url(
+            "metadata.callback_url", request.metadata.callback_url, self.settings
         )
         digest = request_digest(request)
 
@@ -326,27 +331,33 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
 
     async def GetRunResults(self, request, context) -> vpb.GetRunResultsResponse:
         record = self._record(request.run_id)
-        if record.state not in READY_STATES:
+        # A run that timed out answers with the partial results it has (its status says manual review).
+        partial = record.state in callback_payloads.MANUAL_REVIEW_STATES
+        if record.state not in READY_STATES and not partial:
             detail = f" ({record.error})" if record.error else ""
             raise FailedPrecondition(f"run {record.run_id} has no results: status {record.state}{detail}", reason="NOT_READY")
         rundir = self.store.rundir(record.run_id)
         response = vpb.GetRunResultsResponse(status=self._status(record))
-        decision_doc = rundir.read_json("outputs/decision.output.json")
-        json_format.ParseDict(decision_doc["decision"], response.decision)
-        response.review.verdict = decision_pb2.ReviewVerdict.Value(f"REVIEW_VERDICT_{decision_doc['review']['verdict']}")
-        for reason in decision_doc["review"]["reasons"]:
-            json_format.ParseDict(reason, response.review.reasons.add())
-        response.review.policy_version = decision_doc["review"].get("policy_version", "")
+        if rundir.has("outputs/decision.output.json"):
+            decision_doc = rundir.read_json("outputs/decision.output.json")
+            json_format.ParseDict(decision_doc["decision"], response.decision)
+            response.review.verdict = decision_pb2.ReviewVerdict.Value(f"REVIEW_VERDICT_{decision_doc['review']['verdict']}")
+            for reason in decision_doc["review"]["reasons"]:
+                json_format.ParseDict(reason, response.review.reasons.add())
+            response.review.policy_version = decision_doc["review"].get("policy_version", "")
         json_format.ParseDict(rundir.read_json("idea.input.json")["idea"], response.idea)
-        personas = rundir.read_json("outputs/personas.output.json")
-        for persona in personas.get("personas", []):
-            json_format.ParseDict(persona, response.personas.add(), ignore_unknown_fields=True)
-        json_format.ParseDict(personas.get("bias_report", {}), response.bias_report, ignore_unknown_fields=True)
-        for competitor in rundir.read_json("outputs/competitors.output.json").get("competitors", []):
-            json_format.ParseDict(competitor, response.competitors.add(), ignore_unknown_fields=True)
-        simulation = rundir.read_json("outputs/simulation.result.json")
-        simulation.pop("samples", None)
-        json_format.ParseDict(simulation, response.simulation, ignore_unknown_fields=True)
+        if rundir.has("outputs/personas.output.json"):
+            personas = rundir.read_json("outputs/personas.output.json")
+            for persona in personas.get("personas", []):
+                json_format.ParseDict(persona, response.personas.add(), ignore_unknown_fields=True)
+            json_format.ParseDict(personas.get("bias_report", {}), response.bias_report, ignore_unknown_fields=True)
+        if rundir.has("outputs/competitors.output.json"):
+            for competitor in rundir.read_json("outputs/competitors.output.json").get("competitors", []):
+                json_format.ParseDict(competitor, response.competitors.add(), ignore_unknown_fields=True)
+        if rundir.has("outputs/simulation.result.json"):
+            simulation = rundir.read_json("outputs/simulation.result.json")
+            simulation.pop("samples", None)
+            json_format.ParseDict(simulation, response.simulation, ignore_unknown_fields=True)
         if rundir.has("outputs/completion.json"):
             json_format.ParseDict(rundir.read_json("outputs/completion.json")["results"], response.completion_results)
         return response
@@ -391,6 +402,8 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
             record.run_id, "run.completed", actor=pseudonym(request.completed_by) or "tractionbuild",
             state="COMPLETED", completed_at=now, payload={"result_keys": sorted(results)},
         )
+        if self.callbacks is not None:
+            self.callbacks.emitter.update(record, step_name="complete", decision_doc=rundir.read_json("outputs/decision.output.json"))
         return vpb.CompleteRunResponse(status=self._status(record))
 
     async def FinalizeRun(self, request: vpb.FinalizeRunRequest, context) -> vpb.FinalizeRunResponse:
@@ -414,6 +427,9 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
             record.run_id, "run.finalized", actor=pseudonym(request.finalized_by) or "tractionbuild",
             finalized_at=now, payload={"go_no_go": go, "reasons": reasons},
         )
+        if self.callbacks is not None:
+            self.callbacks.emitter.update(record, step_name="finalize", decision_doc=decision_doc,
+                                          extra={"finalization": {"go_no_go": go, "reasons": reasons, "finalized_at": now}})
         return self._finalize_response(record, stored)
 
     def _finalize_response(self, record: RunRecord, stored: dict) -> vpb.FinalizeRunResponse:
@@ -475,19 +491,26 @@ def build_host(settings: Settings, address: str | None = None) -> ServiceHost:
 
     def register(server) -> list[str]:
         clients = StageClients(settings)
-        servicer = ValidationServicer(settings, store, clients)
+        callbacks = Callbacks(settings, store, outbox=store.outbox)  # durable: the store's database
+        servicer = ValidationServicer(settings, store, clients, callbacks)
         servicer.recover()
-        holder.update(servicer=servicer, clients=clients)
+        holder.update(servicer=servicer, clients=clients, callbacks=callbacks)
         vgrpc.add_ValidationServiceServicer_to_server(servicer, server)
-        return [vpb.DESCRIPTOR.services_by_name["ValidationService"].full_name]
+        dgrpc.add_DeliveryServiceServicer_to_server(DeliveryServicer(callbacks), server)
+        return [vpb.DESCRIPTOR.services_by_name["ValidationService"].full_name,
+                dpb.DESCRIPTOR.services_by_name["DeliveryService"].full_name]
 
     async def on_start() -> None:
+        await holder["callbacks"].start()
         holder["leases"] = asyncio.create_task(holder["servicer"].keep_leases(), name="leases")
 
     async def on_stop() -> None:
         if "leases" in holder:
             holder["leases"].cancel()
         await holder["servicer"].shutdown()
+        # The runs cut short just now have FAILED updates queued: one last delivery round for them.
+        await holder["callbacks"].drain(min(5.0, settings.grace_period_s))
+        await holder["callbacks"].stop()
         await holder["clients"].close()
 
     return ServiceHost(

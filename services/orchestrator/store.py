@@ -20,6 +20,7 @@ committed is never called again for that run, which is what lets a restarted orc
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import datetime as dt
 import hashlib
@@ -27,7 +28,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from smvm import correlation
 from smvm.db import Database, open_database
@@ -264,9 +265,14 @@ class RunStore:
 
     def update(
         self, run_id: str, event_type: str, *, actor: str = "orchestrator", payload: dict | None = None,
-        outbox: Sequence[OutboxMessage] = (), stage_output: tuple[str, bytes] | None = None, **changes: Any,
+        outbox: Sequence[OutboxMessage] | Callable[[RunRecord], Sequence[OutboxMessage]] = (),
+        stage_output: tuple[str, bytes] | None = None, **changes: Any,
     ) -> RunRecord:
-        """Apply `changes`, append `event_type`, and store `stage_output` and `outbox` messages: one transaction."""
+        """Apply `changes`, append `event_type`, and store `stage_output` and `outbox` messages: one transaction.
+
+        `outbox` may be a function of the changed record (callbacks describe the state they report);
+        it is called inside the transaction, so a message exists exactly when its state change does.
+        """
         for key in changes:
             if key not in _FIELDS:
                 raise AttributeError(key)
@@ -296,7 +302,7 @@ class RunStore:
             self._insert_event(tx, event)
             if stage_output is not None:
                 self._insert_stage_output(tx, run_id, *stage_output)
-            enqueue_in(tx, outbox)
+            enqueue_in(tx, outbox(copy.deepcopy(record)) if callable(outbox) else outbox)
             if record.state not in ACTIVE:
                 tx.execute("DELETE FROM run_leases WHERE run_id = ?", (run_id,))
         if record.state not in ACTIVE:

@@ -22,6 +22,8 @@ def mesh(tmp_path_factory):
     settings = Settings(
         profile="test", runs_dir=base / "runs", api_tokens=TOKEN, numba_cache_dir=REPO / ".numba_cache",
         stage_timeout_s=30, simulation_timeout_s=120,
+        # Outside dev, callback hosts must be allow-listed (the T0 example names this one).
+        callback_allowed_hosts="tractionbuild.example.com",
     )
     mesh = Mesh(settings, addresses=free_addresses(), log_dir=base / "logs", extra_env={"SMVM_PROFILE": "test"})
     mesh.start(timeout_s=300)

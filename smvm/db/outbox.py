@@ -52,6 +52,8 @@ def enqueue_in(tx: Transaction, messages: Sequence[OutboxMessage]) -> None:
 class SqlOutbox:
     """smvm.outbox.Outbox over the `outbox` table."""
 
+    durable = True  # survives restarts (the admin API reports it)
+
     def __init__(self, db: Database):
         self.db = db
 

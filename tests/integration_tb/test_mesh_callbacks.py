@@ -271,7 +271,7 @@ def test_dead_letters_are_listed_and_replayed_through_the_admin_api(api, tb, mes
     cli = ["--url", mesh.gateway_url, "--token", TOKEN]
     assert smvm_cli.main([*cli, "deliveries", "--state", "dead", "--run-id", run_id]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert [d["event_id"] for d in listed["deliveries"]] == [dead[0]["event_id"]] and listed["durable"] is False
+    assert [d["event_id"] for d in listed["deliveries"]] == [dead[0]["event_id"]] and listed["durable"] is True  # the store's outbox
     assert smvm_cli.main([*cli, "replay", dead[0]["event_id"]]) == 0
     assert json.loads(capsys.readouterr().out)["delivery"]["state"] in ("pending", "delivered")
     wait_until(lambda: tb.state.alerts_for(run_id), what="replayed alert")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -21,6 +22,8 @@ SECRET_ENV = re.compile(r"TOKEN|SECRET|PASSWORD|DATABASE_URL|_KEY$", re.I)
 # Settings that name a file holding secrets: the file must come from a Secret volume, never the image.
 SECRET_FILE_ENV = ("SMVM_TOKENS_FILE", "SMVM_TLS_CERT", "SMVM_TLS_KEY", "SMVM_TLS_CA")
 GRPC_SERVERS = tuple(s for s in SERVICES if s != "gateway")
+PROBE_IN_IMAGE = "/app/k8s/probe/grpc_health_probe.py"  # k8s/probe/ copied to /app by the Dockerfile
+REPO = Path(__file__).resolve().parents[2]
 NAME = "app.kubernetes.io/name"
 
 
@@ -83,9 +86,13 @@ def test_every_container_has_probes_resources_and_hardened_security_context(rend
             assert ":" in container["image"] and not container["image"].endswith(":latest"), where
         (main,) = spec["containers"]
         assert main["args"] == [f"services.{name}"]
+        mtls = "SMVM_TLS_CERT" in {e["name"] for e in main["env"]}
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             if name == "gateway":
                 assert main[probe]["httpGet"]["port"] == "http", (name, probe)
+            elif mtls:  # kubelet's grpc probe cannot present a client certificate
+                assert main[probe]["exec"]["command"][:3] == ["python", PROBE_IN_IMAGE, name], (name, probe)
+                assert "grpc" not in main[probe] and main[probe]["timeoutSeconds"] >= 5, (name, probe)
             else:
                 assert main[probe]["grpc"]["port"] == PORTS[name], (name, probe)
         assert main["readinessProbe"].get("httpGet", {}).get("path", "/readyz") == "/readyz"
@@ -338,6 +345,31 @@ def test_memory_service_is_wired_like_every_service(rendered, overlay):
     assert by_kind(objects, "Service")["memory"]["spec"]["ports"][0]["port"] == PORTS["memory"]
     assert any(p["spec"]["selector"]["matchLabels"] == {NAME: "memory"}
                for p in by_kind(objects, "PodDisruptionBudget").values())
+
+
+TLS_FILES = {"SMVM_TLS_CERT": "tls.crt", "SMVM_TLS_KEY": "tls.key", "SMVM_TLS_CA": "ca.crt"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_mtls_is_on_in_prod_for_every_process_and_off_elsewhere(rendered, overlay):
+    for name, deployment in by_kind(rendered[overlay], "Deployment").items():
+        env = env_of(deployment)
+        if overlay != "prod":
+            assert not any(k.startswith("SMVM_TLS_") for k in env), (overlay, name)
+            continue
+        container = pod_spec(deployment)["containers"][0]
+        for variable, key in TLS_FILES.items():  # servers and callers alike (the gateway only dials)
+            path = env[variable]["value"]
+            assert secret_volume_of(deployment, container, path) == "smvm-mesh-tls", (name, variable)
+            assert Path(path).name == key, (name, variable)  # the keys cert-manager writes
+        assert env["SMVM_TLS_SERVER_NAME"]["value"] == "smvm-mesh", name
+
+
+def test_the_exec_probe_ships_in_the_image():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "COPY k8s/probe/ k8s/probe/" in dockerfile and "WORKDIR /app" in dockerfile
+    assert "!k8s/probe/" in (REPO / ".dockerignore").read_text().splitlines()
+    assert (REPO / "k8s" / "probe" / Path(PROBE_IN_IMAGE).name).is_file()
 
 
 def env_map(objects: list[dict]) -> dict[str, str]:

@@ -93,6 +93,8 @@ def test_every_container_has_probes_resources_and_hardened_security_context(rend
             elif mtls:  # kubelet's grpc probe cannot present a client certificate
                 assert main[probe]["exec"]["command"][:3] == ["python", PROBE_IN_IMAGE, name], (name, probe)
                 assert "grpc" not in main[probe] and main[probe]["timeoutSeconds"] >= 5, (name, probe)
+                if probe != "startupProbe":  # a Python process per probe: keep its CPU cost small
+                    assert main[probe]["periodSeconds"] >= 10, (name, probe)
             else:
                 assert main[probe]["grpc"]["port"] == PORTS[name], (name, probe)
         assert main["readinessProbe"].get("httpGet", {}).get("path", "/readyz") == "/readyz"

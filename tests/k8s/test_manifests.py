@@ -343,7 +343,7 @@ def test_memory_service_is_wired_like_every_service(rendered, overlay):
     objects = rendered[overlay]
     assert env_map(objects)["SMVM_MEMORY_ADDR"] == f"memory:{PORTS['memory']}"
     memory = by_kind(objects, "Deployment")["memory"]
-    assert memory["spec"]["replicas"] == 1  # the learning sync and the hourly retention run in each replica
+    assert memory["spec"]["replicas"] == (2 if overlay == "prod" else 1)  # its state is the shared database
     assert by_kind(objects, "Service")["memory"]["spec"]["ports"][0]["port"] == PORTS["memory"]
     assert any(p["spec"]["selector"]["matchLabels"] == {NAME: "memory"}
                for p in by_kind(objects, "PodDisruptionBudget").values())

@@ -19,6 +19,8 @@ COPY protos/ protos/
 COPY smvm/ smvm/
 COPY services/ services/
 COPY configs/ configs/
+# The exec health probe the mTLS overlay uses (kubelet's grpc probe cannot present a client certificate).
+COPY k8s/probe/ k8s/probe/
 # Same command as `make proto`: Python stubs in smvm/v1 and the descriptor set Envoy's transcoder reads.
 RUN rm -rf smvm/v1 && mkdir -p smvm/v1 build \
     && python -m grpc_tools.protoc -Iprotos \
@@ -26,7 +28,7 @@ RUN rm -rf smvm/v1 && mkdir -p smvm/v1 build \
        --include_imports --descriptor_set_out=build/smvm_descriptor.pb \
        protos/smvm/v1/*.proto \
     && touch smvm/v1/__init__.py \
-    && python -m compileall -q smvm services
+    && python -m compileall -q smvm services k8s/probe
 
 FROM build AS warm
 # A generic-CPU cache is valid on any x86-64 node; set NUMBA_CPU_NAME=host-specific (e.g. skylake-avx512)
@@ -58,9 +60,10 @@ COPY --from=warm /app /app
 COPY --from=warm --chown=10001:10001 /opt/smvm/numba-cache /opt/smvm/numba-cache
 WORKDIR /app
 USER 10001:10001
-EXPOSE 8080 50050 50051 50052 50053 50054 50055 50056
-# healthcheck: none in the image on purpose. One image runs eight services with different probes;
-# Kubernetes probes each one natively (grpc health for the stages, /healthz and /readyz for the gateway).
+EXPOSE 8080 50050 50051 50052 50053 50054 50055 50056 50058
+# healthcheck: none in the image on purpose. One image runs nine services with different probes;
+# Kubernetes probes each one (grpc health for the gRPC services, natively or, under mTLS, by
+# k8s/probe/grpc_health_probe.py; /healthz and /readyz for the gateway).
 HEALTHCHECK NONE
 ENTRYPOINT ["python", "-m"]
 CMD ["services.gateway"]

@@ -3,6 +3,9 @@
 string.Template keeps the template readable as YAML; strictness lives here: a placeholder without a
 value, or a value no placeholder uses, is an error (a typo must not silently fall back to a default).
 `grpc_json_transcoder: false` removes the transcoder filter from the rendered config.
+`orchestrator_mtls` is `false` (plaintext to the orchestrator: dev, test) or a mapping {cert_path,
+key_path, ca_path, server_name} that gives the orchestrator cluster an upstream TLS context presenting
+the mesh certificate (prod: the orchestrator requires a client certificate, k8s/components/mtls).
 
 Usage: python k8s/envoy/render.py VALUES.yaml [...] --out-dir build/envoy
 """
@@ -20,6 +23,9 @@ HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE / "front-proxy.yaml.tmpl"
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 SWITCHES = ("grpc_json_transcoder",)  # values that select structure instead of filling a placeholder
+MTLS = "orchestrator_mtls"
+MTLS_KEYS = ("cert_path", "key_path", "ca_path", "server_name")
+UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 
 
 class RenderError(ValueError):
@@ -34,7 +40,7 @@ def render(values: dict, template_text: str | None = None) -> dict:
     """The Envoy bootstrap (as a dict) for `values`."""
     template = string.Template(template_text if template_text is not None else TEMPLATE.read_text())
     needed = placeholders(template)
-    given = set(values) - set(SWITCHES)
+    given = set(values) - set(SWITCHES) - {MTLS}
     if missing := sorted(needed - given):
         raise RenderError(f"values missing for placeholders: {', '.join(missing)}")
     if unused := sorted(given - needed):
@@ -42,6 +48,10 @@ def render(values: dict, template_text: str | None = None) -> dict:
     for switch in SWITCHES:
         if not isinstance(values.get(switch), bool):
             raise RenderError(f"{switch}: expected true or false")
+    mtls = values.get(MTLS)
+    if mtls is not False and not (isinstance(mtls, dict) and sorted(mtls) == sorted(MTLS_KEYS)
+                                  and all(isinstance(v, str) and v for v in mtls.values())):
+        raise RenderError(f"{MTLS}: expected false or a mapping of {', '.join(MTLS_KEYS)} (non-empty strings)")
     bootstrap = yaml.safe_load(template.substitute({k: v for k, v in values.items() if k in needed}))
     if not values["grpc_json_transcoder"]:
         for listener in bootstrap["static_resources"]["listeners"]:
@@ -49,7 +59,30 @@ def render(values: dict, template_text: str | None = None) -> dict:
                 for network_filter in chain["filters"]:
                     config = network_filter["typed_config"]
                     config["http_filters"] = [f for f in config.get("http_filters", []) if f["name"] != TRANSCODER]
+    if mtls:
+        (orchestrator,) = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "orchestrator"]
+        orchestrator["transport_socket"] = upstream_mtls(mtls)
     return bootstrap
+
+
+def upstream_mtls(mtls: dict) -> dict:
+    """Envoy presents the mesh certificate and checks the orchestrator's by the mesh name (smvm/tls.py)."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": UPSTREAM_TLS,
+            "sni": mtls["server_name"],
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [{"certificate_chain": {"filename": mtls["cert_path"]},
+                                      "private_key": {"filename": mtls["key_path"]}}],
+                "validation_context": {
+                    "trusted_ca": {"filename": mtls["ca_path"]},
+                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": mtls["server_name"]}}],
+                },
+            },
+        },
+    }
 
 
 def render_file(values_path: Path, out_dir: Path) -> Path:

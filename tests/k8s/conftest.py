@@ -12,10 +12,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = ("dev", "test", "prod")
-SERVICES = ("orchestrator", "ingestion", "personas", "competitors", "simulation", "analysis", "overwatch", "gateway")
+SERVICES = ("orchestrator", "ingestion", "personas", "competitors", "simulation", "analysis", "overwatch", "memory",
+            "gateway")
 STAGES = ("ingestion", "personas", "competitors", "simulation", "analysis", "overwatch")
 PORTS = {"orchestrator": 50050, "ingestion": 50051, "personas": 50052, "competitors": 50053,
-         "simulation": 50054, "analysis": 50055, "overwatch": 50056, "gateway": 8080}
+         "simulation": 50054, "analysis": 50055, "overwatch": 50056, "memory": 50058, "gateway": 8080}
 
 
 def kubectl() -> str:

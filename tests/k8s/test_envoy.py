@@ -181,3 +181,39 @@ def test_descriptor_set_matches_the_protos(tmp_path):
     rc = protoc.main(["protoc", f"-I{REPO / 'protos'}", f"-I{well_known}", "--include_imports", f"--descriptor_set_out={fresh}", *protos])
     assert rc == 0
     assert described_rpcs(fresh.read_bytes()) == (built, http)
+
+
+def orchestrator_cluster(config: dict) -> dict:
+    (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] == "orchestrator"]
+    return cluster
+
+
+def test_prod_envoy_dials_the_orchestrator_with_the_mesh_certificate(monkeypatch):
+    """The prod overlay runs mTLS (k8s/components/mtls): Envoy must present the mesh certificate and
+    check the same name the services check; dev stays plaintext like its overlay."""
+    prod = render.render(values_of(REPO / "k8s" / "envoy" / "values" / "prod.yaml"))
+    parse_strict(prod, monkeypatch)
+    socket = orchestrator_cluster(prod)["transport_socket"]["typed_config"]
+    assert socket["@type"].endswith("tls.v3.UpstreamTlsContext")
+    component = (REPO / "k8s" / "components" / "mtls" / "kustomization.yaml").read_text()
+    server_name = re.search(r"SMVM_TLS_SERVER_NAME, value: (\S+)\}", component).group(1)
+    assert socket["sni"] == server_name
+    context = socket["common_tls_context"]
+    assert context["validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "DNS", "matcher": {"exact": server_name}}]
+    (pair,) = context["tls_certificates"]
+    files = [pair["certificate_chain"]["filename"], pair["private_key"]["filename"],
+             context["validation_context"]["trusted_ca"]["filename"]]
+    assert [Path(f).name for f in files] == ["tls.crt", "tls.key", "ca.crt"]  # Secret smvm-mesh-tls's keys
+    dev = render.render(values_of(REPO / "k8s" / "envoy" / "values" / "dev.yaml"))
+    assert "transport_socket" not in orchestrator_cluster(dev)
+
+
+def test_renderer_rejects_a_malformed_mtls_mapping():
+    values = values_of(REPO / "k8s" / "envoy" / "values" / "prod.yaml")
+    for bad in (True, {}, {**values["orchestrator_mtls"], "ca_path": ""},
+                {k: v for k, v in values["orchestrator_mtls"].items() if k != "server_name"}):
+        with pytest.raises(render.RenderError, match="orchestrator_mtls"):
+            render.render({**values, "orchestrator_mtls": bad})
+    with pytest.raises(render.RenderError, match="orchestrator_mtls"):
+        render.render({k: v for k, v in values.items() if k != "orchestrator_mtls"})

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from smvm import config
+
 K8S_VERSION = "1.31.0"
 OVERLAYS = ("dev", "test", "prod")
-SERVICES = ("orchestrator", "ingestion", "personas", "competitors", "simulation", "analysis", "overwatch", "gateway")
+SERVICES = ("orchestrator", "ingestion", "personas", "competitors", "simulation", "analysis", "overwatch", "memory",
+            "gateway")
 STAGES = ("ingestion", "personas", "competitors", "simulation", "analysis", "overwatch")
 PORTS = {"orchestrator": 50050, "ingestion": 50051, "personas": 50052, "competitors": 50053,
-         "simulation": 50054, "analysis": 50055, "overwatch": 50056, "gateway": 8080}
+         "simulation": 50054, "analysis": 50055, "overwatch": 50056, "memory": 50058, "gateway": 8080}
 SECRET_ENV = re.compile(r"TOKEN|SECRET|PASSWORD|DATABASE_URL|_KEY$", re.I)
+# Settings that name a file holding secrets: the file must come from a Secret volume, never the image.
+SECRET_FILE_ENV = ("SMVM_TOKENS_FILE", "SMVM_TLS_CERT", "SMVM_TLS_KEY", "SMVM_TLS_CA")
+GRPC_SERVERS = tuple(s for s in SERVICES if s != "gateway")
+PROBE_IN_IMAGE = "/app/k8s/probe/grpc_health_probe.py"  # k8s/probe/ copied to /app by the Dockerfile
+REPO = Path(__file__).resolve().parents[2]
 NAME = "app.kubernetes.io/name"
 
 
@@ -29,6 +38,11 @@ def pod_spec(deployment: dict) -> dict:
 def all_containers(deployment: dict) -> list[dict]:
     spec = pod_spec(deployment)
     return spec.get("initContainers", []) + spec["containers"]
+
+
+def test_the_manifests_deploy_every_service_the_code_has_at_its_port():
+    assert set(SERVICES) == set(config.SERVICES)
+    assert PORTS == {name: int(addr.rsplit(":", 1)[1]) for name, addr in config.DEFAULT_ADDRS.items()}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -72,9 +86,15 @@ def test_every_container_has_probes_resources_and_hardened_security_context(rend
             assert ":" in container["image"] and not container["image"].endswith(":latest"), where
         (main,) = spec["containers"]
         assert main["args"] == [f"services.{name}"]
+        mtls = "SMVM_TLS_CERT" in {e["name"] for e in main["env"]}
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             if name == "gateway":
                 assert main[probe]["httpGet"]["port"] == "http", (name, probe)
+            elif mtls:  # kubelet's grpc probe cannot present a client certificate
+                assert main[probe]["exec"]["command"][:3] == ["python", PROBE_IN_IMAGE, name], (name, probe)
+                assert "grpc" not in main[probe] and main[probe]["timeoutSeconds"] >= 5, (name, probe)
+                if probe != "startupProbe":  # a Python process per probe: keep its CPU cost small
+                    assert main[probe]["periodSeconds"] >= 10, (name, probe)
             else:
                 assert main[probe]["grpc"]["port"] == PORTS[name], (name, probe)
         assert main["readinessProbe"].get("httpGet", {}).get("path", "/readyz") == "/readyz"
@@ -125,24 +145,82 @@ def test_autoscalers_and_disruption_budgets(rendered, overlay):
     assert {p["spec"]["selector"]["matchLabels"][NAME] for p in pdbs.values()} == set(SERVICES)
 
 
+# Who opens a channel to whom (services/gateway/app.py, services/orchestrator/pipeline.py), as the
+# pod labels a NetworkPolicy admits. memory also admits operators' pods labelled smvm.io/memory-client.
+CALLERS = {
+    "orchestrator": {(NAME, "gateway")},
+    "ingestion": {(NAME, "orchestrator"), (NAME, "gateway")},  # grounding imports through the gateway
+    "personas": {(NAME, "orchestrator")},
+    "competitors": {(NAME, "orchestrator")},
+    "simulation": {(NAME, "orchestrator")},
+    "analysis": {(NAME, "orchestrator")},
+    "overwatch": {(NAME, "orchestrator"), (NAME, "gateway")},  # the audit trail
+    "memory": {(NAME, "orchestrator"), ("smvm.io/memory-client", "true")},
+}
+
+
+def ingress_rules(policies: list[dict], service: str) -> list[dict]:
+    return [r for p in policies if p["spec"]["podSelector"].get("matchLabels", {}).get(NAME) == service
+            for r in p["spec"].get("ingress", [])]
+
+
+def callers(rule: dict) -> set[tuple[str, str]]:
+    admitted = set()
+    for peer in rule["from"]:
+        assert set(peer) == {"podSelector"}, f"only pods of this namespace, by label: {peer}"
+        ((label, value),) = peer["podSelector"]["matchLabels"].items()
+        admitted.add((label, value))
+    return admitted
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_network_policies_expose_only_the_gateway(rendered, overlay):
+def test_network_policies_expose_only_the_gateway_and_follow_the_call_graph(rendered, overlay):
     policies = list(by_kind(rendered[overlay], "NetworkPolicy").values())
     deny = [p for p in policies if p["spec"]["podSelector"] == {}]
     assert deny and "ingress" not in deny[0]["spec"] and deny[0]["spec"]["policyTypes"] == ["Ingress"]
 
-    def sources(service: str) -> list:
-        rules = [r for p in policies if p["spec"]["podSelector"].get("matchLabels", {}).get(NAME) == service
-                 for r in p["spec"]["ingress"]]
+    gateway = ingress_rules(policies, "gateway")
+    assert gateway and all("from" not in rule for rule in gateway)  # any source, gateway port only
+    assert [p["port"] for rule in gateway for p in rule["ports"]] == [PORTS["gateway"]]
+    assert set(CALLERS) | {"gateway"} == set(SERVICES)
+    for service, expected in CALLERS.items():
+        rules = ingress_rules(policies, service)
         assert rules, f"{service}: no ingress rule (unreachable)"
-        return rules
-
-    assert all("from" not in rule for rule in sources("gateway"))  # any source, gateway port only
-    assert [p["port"] for rule in sources("gateway") for p in rule["ports"]] == [PORTS["gateway"]]
-    for service, allowed in [("orchestrator", "gateway")] + [(stage, "orchestrator") for stage in STAGES]:
-        for rule in sources(service):
-            assert rule["from"] == [{"podSelector": {"matchLabels": {NAME: allowed}}}], service
+        admitted = set()
+        for rule in rules:
+            admitted |= callers(rule)
             assert [p["port"] for p in rule["ports"]] == [PORTS[service]], service
+        assert admitted == expected, service
+
+
+def egress_allows(policies: list[dict], labels: dict[str, str], port: int) -> bool:
+    """Whether pods with `labels` may open TCP connections to `port` outside the cluster: true when no
+    policy selecting them restricts egress, or when one of those policies has a rule admitting it."""
+    selecting = [p for p in policies if "Egress" in p["spec"].get("policyTypes", [])
+                 and p["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items()]
+    if not selecting:
+        return True
+    for rule in (r for p in selecting for r in p["spec"].get("egress", [])):
+        ports_ok = "ports" not in rule or any(q.get("port") in (port, None) for q in rule["ports"])
+        to_ok = "to" not in rule or any(peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0" for peer in rule["to"])
+        if ports_ok and to_ok:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_orchestrator_can_reach_tractionbuild_and_the_database(rendered, overlay):
+    """Callbacks to TractionBuild leave the orchestrator over HTTPS; PostgreSQL is outside the cluster."""
+    policies = list(by_kind(rendered[overlay], "NetworkPolicy").values())
+    assert egress_allows(policies, {NAME: "orchestrator"}, 443)
+    for service in ("orchestrator", "memory"):
+        assert egress_allows(policies, {NAME: service}, 5432), service
+    # The check can fail: a default-deny egress policy without an exception blocks the callbacks.
+    deny_egress = {"spec": {"podSelector": {}, "policyTypes": ["Egress"]}}
+    assert not egress_allows(policies + [deny_egress], {NAME: "orchestrator"}, 443)
+    https_out = {"spec": {"podSelector": {"matchLabels": {NAME: "orchestrator"}}, "policyTypes": ["Egress"],
+                          "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443}]}]}}
+    assert egress_allows(policies + [deny_egress, https_out], {NAME: "orchestrator"}, 443)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -166,14 +244,139 @@ def test_runs_volume_config_and_secret_references(rendered, overlay):
     for name, deployment in deployments.items():
         for container in all_containers(deployment):
             for env in container.get("env", []):
-                if SECRET_ENV.search(env["name"]):
+                if env["name"] in SECRET_FILE_ENV:
+                    secret_refs.add((env["name"], secret_volume_of(deployment, container, env["value"])))
+                elif SECRET_ENV.search(env["name"]):
                     assert "value" not in env, f"{name}: {env['name']} has a literal value"
                     ref = env["valueFrom"]["secretKeyRef"]
                     secret_refs.add((env["name"], ref["name"]))
     assert {("SMVM_API_TOKENS", "smvm-api-tokens"), ("SMVM_DATABASE_URL", "smvm-database"),
-            ("SMVM_WEBHOOK_SECRET", "smvm-webhook")} <= secret_refs
+            ("SMVM_WEBHOOK_SECRET", "smvm-webhook"), ("SMVM_SERVICE_TOKEN", "smvm-service-token"),
+            ("SMVM_TOKENS_FILE", "smvm-tokens")} <= secret_refs
     tls = by_kind(objects, "Ingress")["gateway"]["spec"]["tls"][0]
     assert tls["secretName"] == "smvm-tls"
+
+
+def secret_volume_of(deployment: dict, container: dict, path: str) -> str:
+    """The Secret whose volume `container` mounts at the directory holding `path` (fails otherwise)."""
+    volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
+    for mount in container.get("volumeMounts", []):
+        if path.startswith(mount["mountPath"].rstrip("/") + "/"):
+            assert mount.get("readOnly") is True and "subPath" not in mount, (container["name"], mount)
+            return volumes[mount["name"]]["secret"]["secretName"]
+    raise AssertionError(f"{container['name']}: {path} is not on a mounted volume")
+
+
+def env_of(deployment: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in pod_spec(deployment)["containers"][0].get("env", [])}
+
+
+def secret_key_ref(deployment: dict, variable: str) -> tuple[str, str] | None:
+    ref = env_of(deployment).get(variable, {}).get("valueFrom", {}).get("secretKeyRef")
+    return (ref["name"], ref["key"]) if ref else None
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_secrets_reach_exactly_the_processes_that_need_them(rendered, overlay):
+    deployments = by_kind(rendered[overlay], "Deployment")
+    # Every gRPC server requires the service token and every caller (gateway, orchestrator) sends it.
+    for name in SERVICES:
+        assert secret_key_ref(deployments[name], "SMVM_SERVICE_TOKEN") == ("smvm-service-token", "token"), name
+        assert env_of(deployments[name])["SMVM_SERVICE_TOKEN"]["valueFrom"]["secretKeyRef"].get("optional") is not True
+    # The run store: the orchestrator replicas and the memory service share one database; nobody else
+    # holds its credentials (the gateway reaches runs only through the orchestrator).
+    holders = {n for n, d in deployments.items() if "SMVM_DATABASE_URL" in env_of(d)}
+    assert holders == {"orchestrator", "memory"}
+    for name in holders:
+        assert secret_key_ref(deployments[name], "SMVM_DATABASE_URL") == ("smvm-database", "url"), name
+    # Scoped tokens are checked at the REST gateway, from a Secret mounted as a directory (no subPath),
+    # so that a rotated Secret reaches the running pod and the gateway re-reads the file.
+    gateway = deployments["gateway"]
+    tokens_file = env_of(gateway)["SMVM_TOKENS_FILE"]["value"]
+    assert secret_volume_of(gateway, pod_spec(gateway)["containers"][0], tokens_file) == "smvm-tokens"
+    assert {n for n, d in deployments.items() if "SMVM_TOKENS_FILE" in env_of(d)} == {"gateway"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overwatch_is_one_pod_with_its_own_volume(rendered, overlay):
+    """Its ledger and audit trail are one SQLite file, $SMVM_RUNS_DIR/overwatch.db: one pod at a time,
+    on a persistent, writable, single-node volume; and its disruption budget must not block drains."""
+    objects = rendered[overlay]
+    overwatch = by_kind(objects, "Deployment")["overwatch"]
+    assert overwatch["spec"]["replicas"] == 1
+    assert overwatch["spec"]["strategy"] == {"type": "Recreate"}
+    assert "overwatch" not in by_kind(objects, "HorizontalPodAutoscaler")
+    spec = pod_spec(overwatch)
+    (container,) = spec["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    runs_dir = env_map(objects)["SMVM_RUNS_DIR"]
+    assert "SMVM_RUNS_DIR" not in env_of(overwatch)
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == runs_dir]
+    assert not mount.get("readOnly") and "subPath" not in mount
+    claim = {v["name"]: v for v in spec["volumes"]}[mount["name"]]["persistentVolumeClaim"]["claimName"]
+    assert claim == "smvm-overwatch"
+    assert by_kind(objects, "PersistentVolumeClaim")[claim]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    users = {n for n, d in by_kind(objects, "Deployment").items()
+             if any(v.get("persistentVolumeClaim", {}).get("claimName") == claim for v in pod_spec(d)["volumes"])}
+    assert users == {"overwatch"}
+    (pdb,) = [p for p in by_kind(objects, "PodDisruptionBudget").values()
+              if p["spec"]["selector"]["matchLabels"] == {NAME: "overwatch"}]
+    assert "minAvailable" not in pdb["spec"] and pdb["spec"]["maxUnavailable"] == 1  # a drain may evict it
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_writers_of_the_run_volume_mount_it_at_the_runs_dir(rendered, overlay):
+    """Run directories (orchestrator) and grounding imports under runs/imports (ingestion)."""
+    objects = rendered[overlay]
+    runs_dir = env_map(objects)["SMVM_RUNS_DIR"]
+    for name in ("orchestrator", "ingestion"):
+        deployment = by_kind(objects, "Deployment")[name]
+        (container,) = pod_spec(deployment)["containers"]
+        (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == runs_dir]
+        assert not mount.get("readOnly"), name
+        volume = {v["name"]: v for v in pod_spec(deployment)["volumes"]}[mount["name"]]
+        assert volume["persistentVolumeClaim"]["claimName"] == "smvm-runs", name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_memory_service_is_wired_like_every_service(rendered, overlay):
+    objects = rendered[overlay]
+    assert env_map(objects)["SMVM_MEMORY_ADDR"] == f"memory:{PORTS['memory']}"
+    memory = by_kind(objects, "Deployment")["memory"]
+    assert memory["spec"]["replicas"] == (2 if overlay == "prod" else 1)  # its state is the shared database
+    assert by_kind(objects, "Service")["memory"]["spec"]["ports"][0]["port"] == PORTS["memory"]
+    assert any(p["spec"]["selector"]["matchLabels"] == {NAME: "memory"}
+               for p in by_kind(objects, "PodDisruptionBudget").values())
+
+
+TLS_FILES = {"SMVM_TLS_CERT": "tls.crt", "SMVM_TLS_KEY": "tls.key", "SMVM_TLS_CA": "ca.crt"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_mtls_is_on_in_prod_for_every_process_and_off_elsewhere(rendered, overlay):
+    for name, deployment in by_kind(rendered[overlay], "Deployment").items():
+        env = env_of(deployment)
+        if overlay != "prod":
+            assert not any(k.startswith("SMVM_TLS_") for k in env), (overlay, name)
+            continue
+        container = pod_spec(deployment)["containers"][0]
+        for variable, key in TLS_FILES.items():  # servers and callers alike (the gateway only dials)
+            path = env[variable]["value"]
+            assert secret_volume_of(deployment, container, path) == "smvm-mesh-tls", (name, variable)
+            assert Path(path).name == key, (name, variable)  # the keys cert-manager writes
+        assert env["SMVM_TLS_SERVER_NAME"]["value"] == "smvm-mesh", name
+
+
+def test_the_exec_probe_ships_in_the_image():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "COPY k8s/probe/ k8s/probe/" in dockerfile and "WORKDIR /app" in dockerfile
+    assert "!k8s/probe/" in (REPO / ".dockerignore").read_text().splitlines()
+    assert (REPO / "k8s" / "probe" / Path(PROBE_IN_IMAGE).name).is_file()
+
+
+def env_map(objects: list[dict]) -> dict[str, str]:
+    (data,) = [c["data"] for n, c in by_kind(objects, "ConfigMap").items() if n.startswith("smvm-env")]
+    return data
 
 
 def test_prod_profile_file_carries_no_tokens(rendered):
@@ -193,9 +396,16 @@ def test_overlays_differ_as_intended(rendered):
     dev, test, prod = (rendered[o] for o in OVERLAYS)
     namespaces = {o: by_kind(rendered[o], "Namespace").popitem()[0] for o in OVERLAYS}
     assert len(set(namespaces.values())) == 3
-    for stage in ("ingestion", "personas", "competitors", "analysis", "overwatch"):
+    for stage in ("ingestion", "personas", "competitors", "analysis"):
         assert replicas(prod, stage) == 2 and replicas(dev, stage) == 1 and replicas(test, stage) == 1
-    assert replicas(prod, "orchestrator") == 1  # single writer of the RWO/RWX run store (Recreate)
+    assert replicas(prod, "overwatch") == 1  # the SQLite ledger: one pod (test_overwatch_is_one_pod...)
+    # Several orchestrator replicas share PostgreSQL and the ReadWriteMany run volume in prod, rolled
+    # one at a time; elsewhere one replica on a ReadWriteOnce volume, replaced by Recreate.
+    orchestrators = {o: by_kind(rendered[o], "Deployment")["orchestrator"]["spec"] for o in OVERLAYS}
+    assert replicas(prod, "orchestrator") == 2 and orchestrators["prod"]["strategy"]["type"] == "RollingUpdate"
+    for overlay in ("dev", "test"):
+        assert replicas(rendered[overlay], "orchestrator") == 1
+        assert orchestrators[overlay]["strategy"] == {"type": "Recreate"}
     hpa = {o: by_kind(rendered[o], "HorizontalPodAutoscaler")["simulation"]["spec"] for o in OVERLAYS}
     assert hpa["prod"]["minReplicas"] >= 3 and hpa["prod"]["maxReplicas"] > hpa["test"]["maxReplicas"] > hpa["dev"]["maxReplicas"]
     assert limits(prod, "simulation")["memory"] == "4Gi" and limits(dev, "simulation")["memory"] == "1Gi"

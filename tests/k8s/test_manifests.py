@@ -251,7 +251,7 @@ def test_runs_volume_config_and_secret_references(rendered, overlay):
                     ref = env["valueFrom"]["secretKeyRef"]
                     secret_refs.add((env["name"], ref["name"]))
     assert {("SMVM_API_TOKENS", "smvm-api-tokens"), ("SMVM_DATABASE_URL", "smvm-database"),
-            ("SMVM_WEBHOOK_SECRET", "smvm-webhook"), ("SMVM_SERVICE_TOKEN", "smvm-service-token"),
+            ("SMVM_WEBHOOK_SECRETS", "smvm-webhook"), ("SMVM_SERVICE_TOKEN", "smvm-service-token"),
             ("SMVM_TOKENS_FILE", "smvm-tokens")} <= secret_refs
     tls = by_kind(objects, "Ingress")["gateway"]["spec"]["tls"][0]
     assert tls["secretName"] == "smvm-tls"
@@ -412,3 +412,30 @@ def test_overlays_differ_as_intended(rendered):
     assert by_kind(prod, "PersistentVolumeClaim")["smvm-runs"]["spec"]["accessModes"] == ["ReadWriteMany"]
     images = {o: pod_spec(by_kind(rendered[o], "Deployment")["gateway"])["containers"][0]["image"] for o in OVERLAYS}
     assert images["dev"].startswith("localhost:5000/") and images["prod"].startswith("registry.example.com/")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_webhook_keys_reach_only_the_orchestrator_that_sends_callbacks(rendered, overlay):
+    deployments = by_kind(rendered[overlay], "Deployment")
+    holders = {name for name, d in deployments.items() if "SMVM_WEBHOOK_SECRETS" in env_of(d)}
+    assert holders == {"orchestrator"}
+    assert secret_key_ref(deployments["orchestrator"], "SMVM_WEBHOOK_SECRETS") == ("smvm-webhook", "signing-keys")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_grpc_service_serves_metrics_to_monitoring_only(rendered, overlay):
+    objects = rendered[overlay]
+    for name, deployment in by_kind(objects, "Deployment").items():
+        if name == "gateway":  # /metrics on its HTTP port
+            continue
+        container = pod_spec(deployment)["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports.get("metrics") == 9090, name
+        assert env_of(deployment)[f"SMVM_{name.upper()}_METRICS_ADDR"]["value"] == "0.0.0.0:9090", name
+        assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9090", name
+    (policy,) = [p for p in by_kind(objects, "NetworkPolicy").values() if p["metadata"]["name"].endswith("metrics-from-monitoring")]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 9090}]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"smvm.io/monitoring": "true"}}}]
+    selected = set(policy["spec"]["podSelector"]["matchExpressions"][0]["values"])
+    assert selected == set(SERVICES) - {"gateway"}

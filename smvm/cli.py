@@ -224,25 +224,30 @@ def cmd_import(args) -> int:
 
 
 def cmd_memory(args) -> int:
-    """The memory service's queries, printed as JSON."""
+    """The memory service's queries, printed as JSON, over the mesh's own channel (service token, mTLS)."""
+    import asyncio
+
     import grpc
     from google.protobuf import json_format
 
+    from smvm.channels import ClientSecurity, open_channel
     from smvm.v1 import memory_service_pb2 as pb, memory_service_pb2_grpc as pb_grpc
 
-    with grpc.insecure_channel(args.memory_addr) as channel:
-        stub = pb_grpc.MemoryServiceStub(channel)
-        try:
+    async def query():
+        async with open_channel(args.memory_addr, ClientSecurity.from_settings(load_settings())) as channel:
+            stub = pb_grpc.MemoryServiceStub(channel)
             if args.query == "similar":
-                response = stub.FindSimilarIdeas(pb.FindSimilarIdeasRequest(text=args.text, domain=args.domain, limit=args.limit), timeout=30)
-            elif args.query == "competitors":
-                response = stub.ListKnownCompetitors(pb.ListKnownCompetitorsRequest(domain=args.domain), timeout=30)
-            elif args.query == "history":
-                response = stub.GetDecisionHistory(pb.GetDecisionHistoryRequest(project_id=args.project_id), timeout=30)
-            else:
-                response = stub.ApplyRetention(pb.ApplyRetentionRequest(dry_run=args.dry_run), timeout=60)
-        except grpc.RpcError as err:
-            raise SystemExit(f"{err.code().name}: {err.details()}") from None
+                return await stub.FindSimilarIdeas(pb.FindSimilarIdeasRequest(text=args.text, domain=args.domain, limit=args.limit), timeout=30)
+            if args.query == "competitors":
+                return await stub.ListKnownCompetitors(pb.ListKnownCompetitorsRequest(domain=args.domain), timeout=30)
+            if args.query == "history":
+                return await stub.GetDecisionHistory(pb.GetDecisionHistoryRequest(project_id=args.project_id), timeout=30)
+            return await stub.ApplyRetention(pb.ApplyRetentionRequest(dry_run=args.dry_run), timeout=60)
+
+    try:
+        response = asyncio.run(query())
+    except grpc.RpcError as err:
+        raise SystemExit(f"{err.code().name}: {err.details()}") from None
     _print(json_format.MessageToDict(response, preserving_proto_field_name=True))
     return 0
 

@@ -31,16 +31,17 @@ RUN rm -rf smvm/v1 && mkdir -p smvm/v1 build \
     && python -m compileall -q smvm services k8s/probe
 
 FROM build AS warm
-# A generic-CPU cache is valid on any x86-64 node; set NUMBA_CPU_NAME=host-specific (e.g. skylake-avx512)
-# at build and run time only if every node has that CPU.
-ARG NUMBA_CPU_NAME=generic
+# The cache is compiled for x86-64-v3 (AVX2 + FMA: every x86 server CPU since 2013-2015); the kernel's
+# exp and sums rely on FMA, and a `generic` build runs about 10x slower (docs/benchmarks.md). Build with
+# NUMBA_CPU_NAME=generic only for nodes without AVX2; a host-specific name only if every node has it.
+ARG NUMBA_CPU_NAME=x86-64-v3
 ENV NUMBA_CPU_NAME=${NUMBA_CPU_NAME} \
     NUMBA_CACHE_DIR=/opt/smvm/numba-cache
 RUN python -c "from services.simulation.engine import kernel; kernel.warmup()" \
     && test -n "$(find /opt/smvm/numba-cache -name '*.nbi')"
 
 FROM ${PYTHON_IMAGE} AS runtime
-ARG NUMBA_CPU_NAME=generic
+ARG NUMBA_CPU_NAME=x86-64-v3
 LABEL org.opencontainers.image.title="smvm" \
       org.opencontainers.image.description="Synthetic Market Validation Module services" \
       org.opencontainers.image.source="https://github.com/smvm/smvm"

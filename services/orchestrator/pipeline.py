@@ -328,7 +328,7 @@ class Pipeline:
                                            "budget_warnings": [*reservation.warnings, *settled.warnings]}, result)
             metrics.UTILITY_EVALUATIONS.inc(result.utility_evaluations)
             metrics.SIMULATION_ITERATIONS.inc(result.iterations)
-            if settled.warnings:  # what the spend itself brought near a ceiling (the reservation's are sent)
+            if settled.warnings and not reservation.warnings:  # the spend crossed 80 % though the hold did not
                 self._alert(ctx, "resource_constraint", "warning", "; ".join(settled.warnings),
                             {"warnings": list(settled.warnings)})
 

@@ -2,7 +2,7 @@
 
 Starts every service as its own process on free loopback ports, then submits the example idea N
 times one after another (each a new run, default configuration: 1,000 iterations, 5 personas,
-10 competitors) and polls its status every 5 ms as TractionBuild would, timing
+10 competitors) and polls its status every 5 ms (rate limits off: 200 polls a second would be 429s), timing
 - accept: the POST's own round trip (the guide's T0 answer), and
 - decision: from sending the POST to the first status that says DECISION_READY.
 Prints p50 / p95 / max and appends a dated row to benchmarks/results/e2e_latency.tsv.
@@ -32,7 +32,7 @@ def main() -> int:
     payload = json.loads((REPO / "examples" / "idea.json").read_text())
     payload.pop("run_id", None)
     accept, decision = [], []
-    with local_mesh() as mesh, httpx.Client(
+    with local_mesh(rate_limits="off") as mesh, httpx.Client(
         base_url=mesh.gateway_url, headers={"Authorization": f"Bearer {BENCH_TOKEN}"}, timeout=60
     ) as client:
         for i in range(args.warmup + args.runs):

@@ -133,6 +133,17 @@ class Settings(BaseSettings):
     )
     results_sync_interval_s: float = Field(86_400.0, description="Results sync schedule (daily by default)")
     idempotency_ttl_s: float = Field(86_400.0, description="How long the gateway keeps Idempotency-Key answers")
+    rate_limits: str = Field(
+        "", description="Per-token REST limits per minute: empty = the guide's, 'off', or overrides like 'status=5000,runs=200'"
+    )
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _valid_rate_limits(cls, value: str) -> str:
+        from services.gateway.ratelimit import limits_from_setting
+
+        limits_from_setting(value)  # ValueError names the part
+        return value
 
     @field_validator("profile")
     @classmethod

@@ -13,7 +13,7 @@ from services.analysis.decide import analyze
 
 class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
     async def Analyze(self, request: pb.AnalyzeRequest, context) -> pb.AnalyzeResponse:
-        return await asyncio.to_thread(analyze, request)
+        return await asyncio.to_thread(analyze, request, render_documents=not request.skip_documents)
 
 
 def build_host(settings: Settings, address: str | None = None) -> ServiceHost:

@@ -40,7 +40,7 @@ from services.gateway.errors import ApiError
 from services.gateway.idempotency import MAX_KEY_LENGTH, IdempotencyStore, request_digest
 from services.gateway.jsonview import json_to_message, message_to_json
 from services.gateway.middleware import GatewayMiddleware
-from services.gateway.ratelimit import RateLimiter
+from services.gateway.ratelimit import RateLimiter, limits_from_setting
 from services.gateway.schema import request_model, response_model
 
 # The guide's per-endpoint timeouts (seconds), used as gRPC deadlines.
@@ -189,7 +189,8 @@ def create_app(
         GatewayMiddleware,
         accepted_tokens=settings.accepted_tokens(),
         max_request_bytes=settings.max_request_bytes,
-        rate_limiter=RateLimiter(rate_limits_per_minute),
+        rate_limiter=RateLimiter(limits_from_setting(settings.rate_limits) if rate_limits_per_minute is None
+                                 else rate_limits_per_minute),
         registry=TokenRegistry.from_settings(settings),
         on_denied=on_denied,
     )

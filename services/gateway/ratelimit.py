@@ -42,6 +42,31 @@ def endpoint_of(method: str, path: str) -> str | None:
     return None
 
 
+def limits_from_setting(text: str) -> dict[str, int]:
+    """The limits `SMVM_RATE_LIMITS` asks for: empty = the guide's, "off" = none, or overrides such as
+    "status=5000,runs=200" on top of the guide's (0 disables one endpoint's limit). ValueError names the part."""
+    text = text.strip()
+    if not text:
+        return dict(GUIDE_LIMITS_PER_MINUTE)
+    if text.lower() == "off":
+        return {}
+    limits = dict(GUIDE_LIMITS_PER_MINUTE)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or name not in GUIDE_LIMITS_PER_MINUTE:
+            raise ValueError(f"rate_limits: {part!r} is not <endpoint>=<per minute> with endpoint one of "
+                             f"{', '.join(GUIDE_LIMITS_PER_MINUTE)}")
+        try:
+            per_minute = int(value)
+        except ValueError:
+            raise ValueError(f"rate_limits.{name}: {value.strip()!r} is not a whole number") from None
+        if per_minute < 0:
+            raise ValueError(f"rate_limits.{name}: must be >= 0")
+        limits[name] = per_minute
+    return limits
+
+
 @dataclass
 class _Bucket:
     tokens: float

@@ -16,6 +16,7 @@ carries on from its last committed stage.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -332,21 +333,20 @@ class Pipeline:
                 self._alert(ctx, "resource_constraint", "warning", "; ".join(settled.warnings),
                             {"warnings": list(settled.warnings)})
 
+        analyze_request = analysis_service_pb2.AnalyzeRequest(
+            idea=ctx.idea, personas=personas.personas, competitors=landscape.competitors,
+            our_offering=landscape.our_offering, simulation_config=sim_config, simulation=result,
+            bias_report=personas.bias_report,
+            cost_overrides=ctx.idea.cost_overrides if ctx.idea.HasField("cost_overrides") else None)
         analysis = self._committed(ctx, "analysis", analysis_service_pb2.AnalyzeResponse)
         if analysis is None:
             self._start(ctx, "analysis")
-            analysis = await self._call(ctx, "analysis", lambda t: self.clients.analysis.Analyze(
-                analysis_service_pb2.AnalyzeRequest(
-                    idea=ctx.idea, personas=personas.personas, competitors=landscape.competitors,
-                    our_offering=landscape.our_offering, simulation_config=sim_config, simulation=result,
-                    bias_report=personas.bias_report,
-                    cost_overrides=ctx.idea.cost_overrides if ctx.idea.HasField("cost_overrides") else None),
-                timeout=t), cap)
+            # The decision without the chart documents: they are rendered after DECISION_READY.
+            decide_only = analysis_service_pb2.AnalyzeRequest()
+            decide_only.CopyFrom(analyze_request)
+            decide_only.skip_documents = True
+            analysis = await self._call(ctx, "analysis", lambda t: self.clients.analysis.Analyze(decide_only, timeout=t), cap)
             rundir.write_text("reports/validation_report.md", analysis.report_markdown)
-            if analysis.report_html:
-                rundir.write_text("reports/validation_report.html", analysis.report_html)
-            if analysis.report_pdf:
-                rundir.write_bytes("reports/analysis_report.pdf", analysis.report_pdf)
             decision = analysis.decision
             self._done(ctx, "analysis", {
                 "recommendation": short_enum(decision_pb2.Recommendation.Name(decision.recommendation), "RECOMMENDATION_"),
@@ -389,6 +389,24 @@ class Pipeline:
                         {"recommendation": recommendation, "verdict": verdict,
                          "reasons": [r.code for r in review_response.review.reasons],
                          "critical_success_factors": list(decision.critical_success_factors)})
+        await self._render_documents(ctx, analyze_request)
+
+    async def _render_documents(self, ctx: RunContext, request) -> None:
+        """The HTML and PDF reports with their charts, after the decision is out (they take about ten
+        times the decision's time). A failure is recorded and leaves the run's outcome alone."""
+        try:
+            answer = await self.clients.analysis.Analyze(request, timeout=max(1.0, self.settings.stage_timeout_s))
+            rundir = self.store.rundir(ctx.run_id)
+            await asyncio.to_thread(rundir.write_text, "reports/validation_report.html", answer.report_html)
+            await asyncio.to_thread(rundir.write_bytes, "reports/analysis_report.pdf", answer.report_pdf)
+            self.store.update(ctx.run_id, "reports.rendered", payload={
+                "files": ["reports/validation_report.html", "reports/analysis_report.pdf"],
+                "pdf_bytes": len(answer.report_pdf)})
+        except (grpc.aio.AioRpcError, OSError, DatabaseUnavailable) as exc:
+            log.warning("reports of run %s not rendered: %s", ctx.run_id, exc)
+            with contextlib.suppress(Exception):
+                self.store.update(ctx.run_id, "reports.failed", payload={"error": f"{type(exc).__name__}: {exc}"[:500]})
+
 
     # ------------------------------------------------------------------ budget (overwatch's ledger)
     async def _reserve_budget(self, ctx: RunContext, sim_config) -> overwatch_service_pb2.ReserveBudgetResponse:

@@ -378,6 +378,10 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
         relative, content_type = self.REPORT_FILES[fmt]
         rundir = self.store.rundir(record.run_id)
         if not rundir.has(relative):
+            if fmt != "markdown" and not any(e["type"].startswith("reports.") for e in self.store.events(record.run_id)):
+                # Charts are rendered right after DECISION_READY, off the decision's critical path.
+                raise FailedPrecondition(f"run {record.run_id}: the {fmt} report is still being rendered; retry shortly",
+                                         reason="REPORT_NOT_READY")
             raise NotFound(f"run {record.run_id} has no {fmt} report")
         content = await asyncio.to_thread((rundir.path / relative).read_bytes)
         return vpb.GetRunReportResponse(content_type=content_type, content=content)

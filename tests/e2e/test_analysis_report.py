@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -25,6 +26,14 @@ def decided(client, wait):
     assert client.post("/api/v1/validation/runs", json=payload).status_code == 201
     status, _ = wait(client, payload["run_id"])
     assert status["status"] == "DECISION_READY", status
+    # The chart documents are rendered right after DECISION_READY: until then the report answers 409
+    # REPORT_NOT_READY (never a 404 or a 5xx), then 200.
+    deadline = time.monotonic() + 60
+    while (answer := client.get(f"/api/v1/validation/{payload['run_id']}/report")).status_code == 409:
+        assert answer.json()["details"]["reason"] == "REPORT_NOT_READY", answer.text
+        assert time.monotonic() < deadline, "the report was never rendered"
+        time.sleep(0.1)
+    assert answer.status_code == 200, answer.text
     return payload["run_id"], Path(status["run_directory"])
 
 

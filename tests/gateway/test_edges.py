@@ -213,3 +213,31 @@ async def test_python_m_services_gateway_serves_and_drains_on_sigterm(upstream, 
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("", {"runs": 100, "status": 1000}), ("off", {}), ("status=5000, runs=0", {"runs": 0, "status": 5000})],
+)
+def test_rate_limits_setting_overrides_the_guides(text, expected):
+    from services.gateway.ratelimit import limits_from_setting
+
+    limits = limits_from_setting(text)
+    assert {k: limits[k] for k in expected} == expected if expected else limits == {}
+
+
+@pytest.mark.parametrize("text, named", [("status", "status"), ("stats=5", "stats=5"), ("runs=x", "rate_limits.runs"),
+                                         ("runs=-1", "rate_limits.runs")])
+def test_bad_rate_limits_settings_name_the_part(text, named):
+    from smvm.config import Settings
+
+    with pytest.raises(ValueError, match=named.replace("=", "=")):
+        Settings(rate_limits=text)
+
+
+async def test_rate_limits_from_settings_apply_at_the_gateway(make_client, upstream):
+    from smvm.config import Settings
+
+    client = make_client(Settings(profile="test", api_tokens="gateway-test-token", rate_limits="status=2"))
+    codes = [(await client.get("/api/v1/validation/RUN-1/status")).status_code for _ in range(3)]
+    assert codes[:2] != [429, 429] and codes[2] == 429

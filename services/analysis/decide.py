@@ -231,6 +231,10 @@ def _confidence_factors(sim: SimInputs, request, dims, price_source: str, policy
         factors.append((f"only {sim.draws.n} Monte Carlo samples", c("few_samples")))
     if price_source == "none":
         factors.append(("no proposed price", c("no_price")))
+    grounding = request.idea.grounding
+    if grounding.quality_warning and 0 < grounding.confidence_factor < 1:
+        poor = sum(1 for q in grounding.quality if q.quality_warning)
+        factors.append((f"{poor} grounding import(s) of poor data quality", grounding.confidence_factor))
     return factors
 
 

@@ -49,6 +49,7 @@ from smvm.v1 import (
     simulation_service_pb2_grpc,
 )
 
+from services.ingestion.alerts import quality_alert  # pure: what a poor import's alert says
 from services.orchestrator import simconfig
 from services.orchestrator.callbacks.emitter import CallbackEmitter
 from services.orchestrator.rundir import iso, utcnow
@@ -211,6 +212,10 @@ class Pipeline:
                 if ctx.idea.warnings:
                     self._alert(ctx, "quality_warning", "warning", "the idea was accepted with data-quality warnings",
                                 {"warnings": list(ctx.idea.warnings)})
+                poor_imports = quality_alert(ctx.idea)  # grounding imports of poor quality
+                if poor_imports is not None:
+                    self._alert(ctx, "quality_warning", poor_imports["severity"], poor_imports["message"],
+                                poor_imports["details"])
             while True:
                 try:
                     await self._stages(ctx)

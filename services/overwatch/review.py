@@ -212,6 +212,11 @@ class _Rules:
                 out.append(Finding("evidence.neutral_criteria",
                                    f"criteria without evidence ({', '.join(names)}) carry {neutral:.2f} of the weight "
                                    f"> {limit:g}", WARNING))
+        grounding = self.request.idea.grounding
+        if grounding.quality_warning:
+            poor = [f"{q.kind} ({q.rows_accepted}/{q.rows_read} rows kept)" for q in grounding.quality if q.quality_warning]
+            out.append(Finding("input.data_quality", "grounding import(s) of poor data quality: " + ", ".join(poor),
+                               WARNING))
         serious = tuple(str(w) for w in policy.get("review.evidence.data_quality_warnings"))
         for warning in self.request.idea.warnings:
             kind = ":".join(warning.split(":", 2)[:2])

@@ -28,6 +28,11 @@ def _upload(client: httpx.Client, path: Path, kind: str) -> str:
     return answer.json()["import_id"]
 
 
+def run_dirs_of(settings, run_id: str) -> Path:
+    (found,) = Path(settings.runs_dir).glob(f"*/validation/{run_id}")
+    return found
+
+
 def test_a_run_grounded_in_imports(mesh, client):
     settings = mesh.settings
     survey = _upload(client, FIXTURES / "van_westendorp" / "good.csv", "van_westendorp")
@@ -66,3 +71,28 @@ def test_a_run_grounded_in_imports(mesh, client):
     assert "jane.doe@example.com" not in text and "jane@acme.example" not in text
     personas_out = json.loads((run_dirs[0] / "outputs" / "personas.output.json").read_text())
     assert personas_out.get("calibration", {}).get("calibrated") is True, list(personas_out)
+
+
+def test_a_poor_import_raises_quality_warning_lowers_confidence_and_overwatch_abstains(mesh, client):
+    # market_size/good.csv is usable but poor: 1 of 6 rows rejected and 1 duplicate (> 10 % each).
+    sizes = _upload(client, FIXTURES / "market_size" / "good.csv", "market_size")
+    payload = copy.deepcopy(EXAMPLE)
+    payload["run_id"] = f"RUN-POOR-{uuid.uuid4().hex[:10]}"
+    payload["business_idea"]["grounding_refs"] = [sizes]
+    assert client.post("/api/v1/validation/runs", json=payload).status_code == 201
+    deadline = time.monotonic() + 120
+    while (status := client.get(f"/api/v1/validation/{payload['run_id']}/status").json())["status"] not in (
+            "DECISION_READY", "COMPLETED", "FAILED", "TIMEOUT"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+    assert status["status"] == "DECISION_READY", status
+    results = client.get(f"/api/v1/validation/{payload['run_id']}/results").json()
+    grounding = results["idea"]["grounding"]
+    assert grounding["quality_warning"] is True and 0 < grounding["confidence_factor"] < 1
+    events = [json.loads(line) for line in (run_dirs_of(mesh.settings, payload["run_id"]) / "events.jsonl").read_text().splitlines()]
+    alerts = [e["payload"]["alert"] for e in events if e["type"] == "alert.quality_warning"]
+    assert any("grounding import" in a for a in alerts), alerts
+    detail = results["decision"]["confidence_detail"]
+    assert detail["evidence_adjusted"] <= detail["band_share"] * grounding["confidence_factor"] + 1e-9
+    codes = [r["code"] for r in results["review"]["reasons"]]
+    assert "input.data_quality" in codes and results["review"]["verdict"] == "ABSTAIN", codes

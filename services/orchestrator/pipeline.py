@@ -407,7 +407,7 @@ class Pipeline:
             self.store.update(ctx.run_id, "reports.rendered", payload={
                 "files": ["reports/validation_report.html", "reports/analysis_report.pdf"],
                 "pdf_bytes": len(answer.report_pdf)})
-        except (grpc.aio.AioRpcError, OSError, DatabaseUnavailable) as exc:
+        except Exception as exc:  # best effort after the decision: never turns a decided run into a failed one
             log.warning("reports of run %s not rendered: %s", ctx.run_id, exc)
             with contextlib.suppress(Exception):
                 self.store.update(ctx.run_id, "reports.failed", payload={"error": f"{type(exc).__name__}: {exc}"[:500]})

@@ -143,6 +143,17 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
         self.pipeline = Pipeline(settings, store, clients, callbacks.emitter if callbacks is not None else None)
         self._tasks: set[asyncio.Task] = set()
 
+    # ------------------------------------------------------------------ callbacks (transactional outbox)
+    def _updates(self, **kwargs):
+        """The update callback of a state change, built from the changed record inside its transaction."""
+        if self.callbacks is None:
+            return ()
+        return lambda record: self.callbacks.emitter.update_messages(record, **kwargs)
+
+    def _wake(self) -> None:
+        if self.callbacks is not None:
+            self.callbacks.emitter.wake()
+
     # ------------------------------------------------------------------ lifecycle
     def recover(self) -> None:
         """Start-up: resume every unfinished run no live replica drives, from its last completed stage."""
@@ -173,14 +184,13 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
             ctx = self._resume_context(record)
         except Exception as exc:  # nothing to resume from: end the run visibly, never leave it RUNNING
             log.exception("cannot resume run %s", record.run_id)
-            record = self.store.update(
+            self.store.update(
                 record.run_id, "run.failed", state="FAILED",
                 error=f"interrupted: the orchestrator restarted and the run cannot be resumed ({exc}); "
                 "resubmit with a new run_id",
-                payload={"reason": "orchestrator_restart"},
+                payload={"reason": "orchestrator_restart"}, outbox=self._updates(step_name=record.current_stage),
             )
-            if self.callbacks is not None:
-                self.callbacks.emitter.update(record, step_name=record.current_stage)
+            self._wake()
             return
         done = [s for s, state in record.stage_results.items() if state == "completed"]
         self.store.update(record.run_id, "run.resumed", payload={"completed_stages": done})
@@ -402,12 +412,13 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
             "outputs/completion.json",
             {"results": results, "completed_by": pseudonym(request.completed_by), "completed_at": now},
         )
+        decision_doc = rundir.read_json("outputs/decision.output.json")
         record = self.store.update(
             record.run_id, "run.completed", actor=pseudonym(request.completed_by) or "tractionbuild",
             state="COMPLETED", completed_at=now, payload={"result_keys": sorted(results)},
+            outbox=self._updates(step_name="complete", decision_doc=decision_doc),
         )
-        if self.callbacks is not None:
-            self.callbacks.emitter.update(record, step_name="complete", decision_doc=rundir.read_json("outputs/decision.output.json"))
+        self._wake()
         return vpb.CompleteRunResponse(status=self._status(record))
 
     async def FinalizeRun(self, request: vpb.FinalizeRunRequest, context) -> vpb.FinalizeRunResponse:
@@ -430,10 +441,10 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
         record = self.store.update(
             record.run_id, "run.finalized", actor=pseudonym(request.finalized_by) or "tractionbuild",
             finalized_at=now, payload={"go_no_go": go, "reasons": reasons},
+            outbox=self._updates(step_name="finalize", decision_doc=decision_doc,
+                                 extra={"finalization": {"go_no_go": go, "reasons": reasons, "finalized_at": now}}),
         )
-        if self.callbacks is not None:
-            self.callbacks.emitter.update(record, step_name="finalize", decision_doc=decision_doc,
-                                          extra={"finalization": {"go_no_go": go, "reasons": reasons, "finalized_at": now}})
+        self._wake()
         return self._finalize_response(record, stored)
 
     def _finalize_response(self, record: RunRecord, stored: dict) -> vpb.FinalizeRunResponse:

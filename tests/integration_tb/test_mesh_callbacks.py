@@ -347,27 +347,3 @@ def test_a_run_refused_for_compute_fails_with_a_resource_constraint_alert(api, t
     gate = tb.gate(run_id)
     assert gate["can_progress"] is False and gate["block_reason"] == "SMVM validation failed"
 
-
-def test_pending_callbacks_survive_an_orchestrator_crash(api, tb, mesh):
-    """The outbox is the store's: callbacks waiting for a receiver that is down outlive kill -9 of
-    the orchestrator and are delivered, in order and once each, by the restarted one."""
-    tb.stop()
-    try:
-        run_id = submit(api, tb, GO_IDEA)
-        assert wait_status(api, run_id)["status"] == "DECISION_READY"
-        waiting = deliveries(api, run_id)
-        assert waiting and all(d["state"] == "pending" for d in waiting)
-        assert mesh.kill("orchestrator") != 0  # SIGKILL: no drain, no last delivery round
-        mesh.restart("orchestrator")
-        # Still there after the crash, still pending (the receiver is still down).
-        after = deliveries(api, run_id)
-        assert [d["event_id"] for d in after] == [d["event_id"] for d in waiting]
-    finally:
-        tb.start()
-    ready = wait_until(lambda: last_update(tb, run_id, "DECISION_READY"), timeout_s=90, what="delivery after the crash")
-    assert ready["decision"]["recommendation"] == "GO"
-    wait_until(lambda: all(d["state"] == "delivered" for d in deliveries(api, run_id)), what="all delivered")
-    received = [d["event_id"] for d in tb.state.deliveries if d["payload"]["run_id"] == run_id]
-    assert sorted(set(received)) == sorted(d["event_id"] for d in waiting)  # each one arrived, none was lost
-    statuses = [u["status"] for u in tb.state.updates_for(run_id)]
-    assert statuses[0] == "INITIATED" and statuses[-1] == "DECISION_READY", statuses

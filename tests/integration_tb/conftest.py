@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -58,3 +59,26 @@ def double():
     tb.start()
     yield tb
     tb.stop()
+
+
+# One TractionBuild double and one mesh per test module (a module's tests share its state).
+@pytest.fixture(scope="module")
+def tb():
+    double = TractionBuildDouble(SECRET)
+    double.start()
+    yield double
+    double.stop()
+
+
+@pytest.fixture(scope="module")
+def mesh(tb, tmp_path_factory):
+    mesh = start_mesh(tmp_path_factory.mktemp("tbmesh"), tb)
+    yield mesh
+    codes = mesh.stop()
+    assert all(code == 0 for code in codes.values()), codes
+
+
+@pytest.fixture(scope="module")
+def api(mesh):
+    with httpx.Client(base_url=mesh.gateway_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as c:
+        yield c

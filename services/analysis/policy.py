@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from smvm.errors import InvalidArgument
+from smvm.merge import deep_merge
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parent / "policy" / "decision_policy.yaml"
 
@@ -82,16 +83,6 @@ class Policy:
         return canonical, {k: float(v) for k, v in domains[canonical].items()}
 
 
-def _deep_merge(base: dict, override: Mapping) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def _validate(data: dict) -> None:
     weights = data.get("weights") or {}
     missing = [name for name in DIMENSIONS if name not in weights]
@@ -131,7 +122,7 @@ def load_policy(source: Policy | Mapping | str | Path | None = None) -> Policy:
     if source is None:
         data = _default_data()
     elif isinstance(source, Mapping):
-        data = _deep_merge(_default_data(), source)
+        data = deep_merge(_default_data(), source)
     else:
         data = yaml.safe_load(Path(source).read_text())
     _validate(data)

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from smvm.errors import InvalidArgument
+from smvm.merge import deep_merge
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parent / "policy.yaml"
 
@@ -65,16 +66,6 @@ class OverwatchPolicy:
         return float(self.get(dotted))
 
 
-def _deep_merge(base: dict, override: Mapping) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def _validate(policy: OverwatchPolicy) -> None:
     for dotted, low, high in _BOUNDS:
         try:
@@ -109,7 +100,7 @@ def _read(path: str) -> dict:
 def load_policy(source: Mapping | str | Path | None = None) -> OverwatchPolicy:
     """The default policy, the default with `source` (a mapping) merged on, or the file at `source`."""
     if source is None or isinstance(source, Mapping):
-        data = _deep_merge(_read(str(DEFAULT_POLICY_PATH)), source or {})
+        data = deep_merge(_read(str(DEFAULT_POLICY_PATH)), source or {})
     else:
         data = copy.deepcopy(_read(str(Path(source))))
     policy = OverwatchPolicy(data=data, version=_version(data))

@@ -175,9 +175,10 @@ async def test_cancel_stops_the_engine_within_one_chunk(config_factory, chunk_lo
         cancelled = time.monotonic()
         await _settled(chunk_log)
     assert stopped_at and stopped_at[0] - cancelled < 2.0  # the server passed the cancel to the engine
-    # After the engine was told to stop no chunk started; the ones running then (at most one per
+    # After one thread saw the stop, no thread starts more than the one chunk it may already have
+    # been cleared for (its own check came just before); the ones running then (at most one per
     # thread) finished, and the engine was idle.
-    assert all(start <= stopped_at[0] for start, _ in chunk_log)
+    assert sum(1 for start, _ in chunk_log if start > stopped_at[0]) <= runner.default_threads() - 1
     assert sum(1 for start, end in chunk_log if end > stopped_at[0]) <= runner.default_threads()
     assert len(chunk_log) < convert.spec_from_proto(config).n_chunks / 10
 

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import struct
 import subprocess
 import sys
@@ -28,16 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from smvm.launcher import free_port
 from common import BENCH_TOKEN, REPO, append_row, local_mesh, machine, percentile, require_tool, run
 
 TARGET_SHARE = 0.60
 TARGET_P99_MS = 50.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, timeout_s: float = 60) -> None:

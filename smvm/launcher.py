@@ -8,6 +8,7 @@ launcher dies (PR_SET_PDEATHSIG), so even `kill -9` of the launcher leaves no pr
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -41,8 +42,38 @@ _DIE_WITH_PARENT_EXEC = (
 )
 
 
+_PICKER = random.SystemRandom()  # not the global generator, which tests may seed
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A loopback port free now, taken from below the kernel's ephemeral range and never handed out
+    twice by this process. Asking the kernel for port 0 would be simpler but races: between this
+    call and the server's bind, an outgoing connection may be given the same ephemeral port (it
+    happened in CI: `Address already in use`)."""
+    low = min(_ephemeral_low(), 65536)
+    first = 10000 if low > 12000 else 1025
+    if len(_handed_out) > (low - first) // 2:
+        _handed_out.clear()
+    for _ in range(500):
+        port = _PICKER.randrange(first, low)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded range: the kernel's pick
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -144,6 +144,17 @@ class Settings(BaseSettings):
 
         limits_from_setting(value)  # ValueError names the part
         return value
+
+    @model_validator(mode="after")
+    def _breaker_opens_before_retries_run_out(self) -> "Settings":
+        # A host outage charges at most `threshold` failed attempts to a message before the breaker
+        # opens (trials are charged to the breaker): above max_retries, an outage would dead-letter.
+        if self.webhook_breaker_threshold > self.webhook_max_retries:
+            raise ValueError(
+                f"webhook_breaker_threshold ({self.webhook_breaker_threshold}) must not exceed webhook_max_retries "
+                f"({self.webhook_max_retries}), or a receiver outage could dead-letter callbacks"
+            )
+        return self
 
     @field_validator("profile")
     @classmethod

@@ -59,3 +59,9 @@ class Outbox(Protocol):
 
     def replay(self, event_id: str, now: float) -> OutboxMessage:
         """Put a dead (or delivered) message back to pending with attempts reset; KeyError if unknown."""
+
+    def load_breaker(self, host: str) -> tuple[int, float | None]:
+        """A callback host's circuit-breaker state: (consecutive failures, opened_at or None)."""
+
+    def save_breaker(self, host: str, failures: int, opened_at: float | None, now: float) -> None:
+        """Record a host's breaker state, so that it outlives the dispatcher that saw the failures."""

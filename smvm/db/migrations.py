@@ -160,6 +160,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX run_leases_by_owner ON run_leases (owner)",
         ),
     ),
+    Migration(
+        4,
+        "webhook circuit breakers: consecutive failures per callback host",
+        (
+            # Kept with the outbox so that a restarted orchestrator (or another replica) does not
+            # start a host that is down with a closed breaker and spend messages' retries on it.
+            """CREATE TABLE webhook_breakers (
+                host TEXT PRIMARY KEY,
+                failures INTEGER NOT NULL,
+                opened_at {float},
+                updated_at {float} NOT NULL
+            )""",
+        ),
+    ),
 )
 
 

@@ -130,6 +130,22 @@ class SqlOutbox:
             )
             return _message(tx.one(f"SELECT {_COLUMNS} FROM outbox WHERE event_id = ?", (event_id,)))
 
+    def load_breaker(self, host: str) -> tuple[int, float | None]:
+        with self.db.reading() as tx:
+            row = tx.one("SELECT failures, opened_at FROM webhook_breakers WHERE host = ?", (host,))
+        if row is None:
+            return 0, None
+        return int(row[0]), None if row[1] is None else float(row[1])
+
+    def save_breaker(self, host: str, failures: int, opened_at: float | None, now: float) -> None:
+        with self.db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO webhook_breakers (host, failures, opened_at, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (host) DO UPDATE SET failures = excluded.failures, opened_at = excluded.opened_at, "
+                "updated_at = excluded.updated_at",
+                (host, int(failures), opened_at, now),
+            )
+
     @staticmethod
     def _require(tx: Transaction, event_id: str) -> OutboxMessage:
         row = tx.one(f"SELECT {_COLUMNS} FROM outbox WHERE event_id = ?{tx.for_update()}", (event_id,))

@@ -265,6 +265,43 @@ async def test_a_long_outage_spends_no_retries_after_the_breaker_opens(double, d
     assert dispatcher.breaker(host).state == "closed"
 
 
+async def test_an_outage_across_dispatcher_restarts_still_charges_a_message_at_most_the_threshold(double, tmp_path):
+    """The breaker's count lives in the outbox: a restarted orchestrator does not start the outage
+    over with a closed breaker, which used to dead-letter a run's first update (CI, issue #7)."""
+    from smvm.db.database import open_database
+    from smvm.db.migrations import migrate
+    from smvm.db.outbox import SqlOutbox
+
+    db = open_database(f"sqlite:///{tmp_path / 'smvm.db'}")
+    migrate(db)
+    policy = DeliveryPolicy(**{**FAST.__dict__, "breaker_cooldown_s": 0.05, "lease_s": 0.05})
+    messages = [_update("RUN-X-1", double.callback_url, i) for i in range(2)]
+    host = f"127.0.0.1:{double.port}"
+    double.stop()
+    SqlOutbox(db).enqueue(messages)
+    for life in range(4):  # four orchestrator lives during one outage
+        d = Dispatcher(SqlOutbox(db), policy, [SECRET], rng=random.Random(life))
+        try:
+            deadline = time.monotonic() + 0.6
+            while time.monotonic() < deadline:
+                await d.run_once()
+                await asyncio.sleep(0.01)
+        finally:
+            await d.aclose()
+        first = d.outbox.get(messages[0].event_id)
+        assert first.state == PENDING and first.attempts <= policy.breaker_threshold, (life, first)
+    assert SqlOutbox(db).load_breaker(host)[1] is not None  # saved open
+    assert d.outbox.get(messages[0].event_id).attempts == policy.breaker_threshold
+    double.start()
+    d = Dispatcher(SqlOutbox(db), policy, [SECRET])
+    try:
+        await _drive(d, lambda: all(d.outbox.get(m.event_id).state == DELIVERED for m in messages))
+    finally:
+        await d.aclose()
+    assert [x["event_id"] for x in double.state.deliveries][-2:] == [m.event_id for m in messages]
+    assert SqlOutbox(db).load_breaker(host) == (0, None)  # the trial's success closed it, durably
+
+
 async def test_a_refusing_receiver_does_not_open_the_breaker(double, dispatcher):
     double.state.fail_next["update"] = (12, 422, {})
     messages = [_update(f"RUN-R-{i}", double.callback_url, i) for i in range(2)]

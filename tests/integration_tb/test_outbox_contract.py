@@ -119,3 +119,13 @@ def test_concurrent_claimers_never_get_the_same_message(outbox):
         t.join()
     every = [e for part in got for e in part]
     assert sorted(every) == [f"m{i:03d}" for i in range(200)] and len(set(every)) == 200
+
+
+def test_a_breaker_state_round_trips_per_host(outbox):
+    assert outbox.load_breaker("tb.example.com") == (0, None)
+    outbox.save_breaker("tb.example.com", 3, None, now=10.0)
+    outbox.save_breaker("other.example.com", 5, 123.5, now=11.0)
+    assert outbox.load_breaker("tb.example.com") == (3, None)
+    assert outbox.load_breaker("other.example.com") == (5, 123.5)
+    outbox.save_breaker("other.example.com", 0, None, now=12.0)  # closed again: overwritten
+    assert outbox.load_breaker("other.example.com") == (0, None)

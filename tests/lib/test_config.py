@@ -35,6 +35,12 @@ def test_unknown_profile_is_refused():
         Settings(profile="staging")
 
 
+def test_a_breaker_that_opens_after_the_retries_run_out_is_refused():
+    with pytest.raises(ValidationError, match="webhook_breaker_threshold"):
+        Settings(webhook_breaker_threshold=6, webhook_max_retries=5)
+    assert Settings(webhook_breaker_threshold=5, webhook_max_retries=5).webhook_breaker_threshold == 5
+
+
 def test_child_environment_round_trips(monkeypatch):
     s = Settings(runs_dir="/tmp/r", stage_timeout_s=3.0)
     for key, value in s.env_for_children().items():

@@ -7,7 +7,8 @@ jitter; at most `max_retries` retries) or later when the receiver's Retry-After 
 after the last retry the message is dead-lettered (listable and replayable). 410 Gone disables the
 URL: its pending messages go straight to the dead letters. A circuit breaker per callback host opens
 after `breaker_threshold` consecutive host failures (no answer, a timeout, 5xx) and lets one trial
-through every `breaker_cooldown_s`. While it is open no message's retry budget is spent: claimed
+through every `breaker_cooldown_s`; its count is kept in the outbox, so a restart does not forget an
+outage. While it is open no message's retry budget is spent: claimed
 messages wait for their lease to lapse, and a failed trial is charged to the breaker, not to the
 message. So an outage of the receiver loses nothing (its messages are delivered once the breaker
 closes), while a message the receiver keeps refusing (4xx) is dead-lettered after its retries.
@@ -80,14 +81,25 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 
 class CircuitBreaker:
-    """closed -> open after `threshold` consecutive failures -> one trial after `cooldown_s`."""
+    """closed -> open after `threshold` consecutive failures -> one trial after `cooldown_s`.
 
-    def __init__(self, threshold: int, cooldown_s: float):
+    `on_change(failures, opened_at)` is called whenever the counted state changes (the dispatcher
+    saves it in the outbox), and `restore` starts from a saved state: a breaker that forgot the
+    failures of an outage at a restart would charge up to `threshold` more to the messages' retry
+    budgets, and a message could be dead-lettered by an outage the breaker should have absorbed."""
+
+    def __init__(self, threshold: int, cooldown_s: float,
+                 on_change: Callable[[int, float | None], None] | None = None):
         self.threshold = threshold
         self.cooldown_s = cooldown_s
         self.failures = 0
         self.opened_at: float | None = None
         self.trial_in_flight = False
+        self.on_change = on_change
+
+    def restore(self, failures: int, opened_at: float | None) -> "CircuitBreaker":
+        self.failures, self.opened_at = max(0, int(failures)), opened_at
+        return self
 
     @property
     def state(self) -> str:
@@ -104,13 +116,21 @@ class CircuitBreaker:
         return True
 
     def success(self) -> None:
+        changed = self.failures != 0 or self.opened_at is not None
         self.failures, self.opened_at, self.trial_in_flight = 0, None, False
+        if changed:
+            self._changed()
 
     def failure(self, now: float) -> None:
         self.failures += 1
         was_trial, self.trial_in_flight = self.trial_in_flight, False
         if was_trial or self.failures >= self.threshold:
             self.opened_at = now
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self.failures, self.opened_at)
 
 
 OnDelivered = Callable[[OutboxMessage, str], Awaitable[None] | None]
@@ -150,8 +170,13 @@ class Dispatcher:
         self._tasks: set[asyncio.Task] = set()
 
     def breaker(self, host: str) -> CircuitBreaker:
+        """The host's breaker, starting from the state saved in the outbox (it survives restarts)."""
         if host not in self.breakers:
-            self.breakers[host] = CircuitBreaker(self.policy.breaker_threshold, self.policy.breaker_cooldown_s)
+            def save(failures: int, opened_at: float | None) -> None:
+                self.outbox.save_breaker(host, failures, opened_at, self.clock())
+            self.breakers[host] = CircuitBreaker(
+                self.policy.breaker_threshold, self.policy.breaker_cooldown_s, on_change=save,
+            ).restore(*self.outbox.load_breaker(host))
         return self.breakers[host]
 
     def wake(self) -> None:

@@ -25,6 +25,7 @@ class MemoryOutbox:
         self._messages: dict[str, OutboxMessage] = {}
         self._leases: dict[str, float] = {}
         self._by_run: dict[str, list[str]] = {}  # run_id -> event ids, so a run's messages are found fast
+        self._breakers: dict[str, tuple[int, float | None]] = {}
         self._lock = threading.Lock()
 
     def enqueue(self, messages: Sequence[OutboxMessage]) -> None:
@@ -88,3 +89,11 @@ class MemoryOutbox:
                 raise KeyError(event_id)
             return self._replace(event_id, state=PENDING, attempts=0, next_attempt_at=now, last_error="",
                                  delivered_at=None)
+
+    def load_breaker(self, host: str) -> tuple[int, float | None]:
+        with self._lock:
+            return self._breakers.get(host, (0, None))
+
+    def save_breaker(self, host: str, failures: int, opened_at: float | None, now: float) -> None:
+        with self._lock:
+            self._breakers[host] = (failures, opened_at)

@@ -132,7 +132,10 @@ class Settings(BaseSettings):
         "", description="Bearer credential sent with callbacks (the guide's 'API key validation'); signatures are always sent"
     )
     results_sync_interval_s: float = Field(86_400.0, description="Results sync schedule (daily by default)")
-    idempotency_ttl_s: float = Field(86_400.0, description="How long the gateway keeps Idempotency-Key answers")
+    idempotency_ttl_s: float = Field(
+        86_400.0, ge=86_400.0,
+        description="How long an Idempotency-Key's answer is kept (in the orchestrator's database; at least 24 h)",
+    )
     rate_limits: str = Field(
         "", description="Per-token REST limits per minute: empty = the guide's, 'off', or overrides like 'status=5000,runs=200'"
     )

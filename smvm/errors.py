@@ -14,11 +14,14 @@ class SmvmError(Exception):
 
     code = "INTERNAL"
 
-    def __init__(self, message: str, *, field: str | None = None, reason: str | None = None):
+    def __init__(self, message: str, *, field: str | None = None, reason: str | None = None,
+                 metadata: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
         self.field = field
         self.reason = reason or self.code
+        # Facts a client can act on (e.g. the run_id a conflict is about): google.rpc.ErrorInfo.metadata.
+        self.metadata = dict(metadata or {})
 
     def __str__(self) -> str:  # "field: message" reads well in logs and HTTP bodies
         return f"{self.field}: {self.message}" if self.field else self.message

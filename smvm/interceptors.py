@@ -117,8 +117,9 @@ class MetricsInterceptor(AsyncServerInterceptor):
 def status_for(error: SmvmError) -> grpc.Status:
     """The rich gRPC status for a domain error (BadRequest for a field, ErrorInfo otherwise)."""
     code = grpc.StatusCode[error.code]
-    detail = any_pb2.Any()
+    details = []
     if error.field:
+        detail = any_pb2.Any()
         detail.Pack(
             error_details_pb2.BadRequest(
                 field_violations=[
@@ -128,9 +129,12 @@ def status_for(error: SmvmError) -> grpc.Status:
                 ]
             )
         )
-    else:
-        detail.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain="smvm"))
-    status = status_pb2.Status(code=getattr(code_pb2, error.code), message=str(error), details=[detail])
+        details.append(detail)
+    if not error.field or error.metadata:
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain="smvm", metadata=error.metadata))
+        details.append(detail)
+    status = status_pb2.Status(code=getattr(code_pb2, error.code), message=str(error), details=details)
     return rpc_status.to_status(status)
 
 

@@ -179,6 +179,9 @@ class Mesh:
             raise MeshError(f"{key} is still running")
         module, env = self._specs[key]
         self._spawn(key, module, env)
+        if module == "gateway":
+            self._wait_gateway(key, env.get("SMVM_GATEWAY_ADDR", self.addresses["gateway"]), timeout_s)
+            return
         target = self.grpc_targets().get(key)
         deadline = time.monotonic() + timeout_s
         while target is not None and not _serving(target):
@@ -188,14 +191,31 @@ class Mesh:
             time.sleep(0.1)
 
     def start_extra(self, key: str, module: str, address: str, timeout_s: float = 120.0) -> None:
-        """One more replica of a service (e.g. a second orchestrator) on `address`, until SERVING."""
+        """One more replica of a service (e.g. a second orchestrator, or a second gateway over the same
+        orchestrator) on `address`, until SERVING (a gateway: until its /readyz answers 200)."""
         module_env = self._specs.get(module, (module, self._env()))[1]
         self._spawn(key, module, dict(module_env, **{f"SMVM_{module.upper()}_ADDR": address}))
+        if module == "gateway":
+            self._wait_gateway(key, address, timeout_s)
+            return
         deadline = time.monotonic() + timeout_s
         while not _serving(address):
             self._check_alive()
             if time.monotonic() > deadline:
                 raise MeshError(f"{key} not SERVING after {timeout_s:.0f}s")
+            time.sleep(0.1)
+
+    def _wait_gateway(self, key: str, address: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._check_alive()
+            try:
+                if httpx.get(f"http://{address}/readyz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise MeshError(f"{key} /readyz not 200 after {timeout_s:.0f}s")
             time.sleep(0.1)
 
     def grpc_targets(self) -> dict[str, str]:

@@ -9,7 +9,6 @@ is the orchestrator's, and its status codes become HTTP codes in `errors`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from typing import Any, Awaitable, Callable, Optional
 
 from fastapi import FastAPI, Header, Query, Request
@@ -37,7 +36,7 @@ from smvm.v1 import (
 
 from services.gateway import access, errors
 from services.gateway.errors import ApiError
-from services.gateway.idempotency import MAX_KEY_LENGTH, IdempotencyStore, request_digest
+from services.gateway import idempotency
 from services.gateway.jsonview import json_to_message, message_to_json
 from services.gateway.middleware import GatewayMiddleware
 from services.gateway.ratelimit import RateLimiter, limits_from_setting
@@ -48,7 +47,9 @@ TIMEOUTS_S = {"runs": 30.0, "status": 5.0, "results": 30.0, "complete": 60.0, "f
               "imports": 30.0, "report": 30.0, "admin": 30.0}
 READY_CHECK_TIMEOUT_S = 2.0
 
-SubmitRunBody = request_model(vpb.SubmitRunRequest.DESCRIPTOR, name="SubmitRunBody")
+# The Idempotency-Key travels in its header; the gateway fills the message's fields from it.
+SubmitRunBody = request_model(vpb.SubmitRunRequest.DESCRIPTOR, exclude=("idempotency_key", "idempotency_scope"),
+                              name="SubmitRunBody")
 CompleteRunBody = request_model(vpb.CompleteRunRequest.DESCRIPTOR, exclude=("run_id",), name="CompleteRunBody")
 FinalizeRunBody = request_model(vpb.FinalizeRunRequest.DESCRIPTOR, exclude=("run_id",), name="FinalizeRunBody")
 ImportGroundingBody = request_model(ipb.ImportGroundingRequest.DESCRIPTOR, name="ImportGroundingBody")
@@ -96,11 +97,6 @@ def _path_id(value: str) -> str:
 
 def _body_dict(body: Any) -> dict[str, Any]:
     return body.model_dump(exclude_none=True, mode="json") if body is not None else {}
-
-
-def _idempotent_run_id(token_hint: str, key: str) -> str:
-    """The run_id an Idempotency-Key stands for, so the orchestrator's replay / 409 rules apply to it."""
-    return "RUN-IK-" + hashlib.sha256(f"{token_hint}\0{key}".encode()).hexdigest()[:32]
 
 
 class Upstream:
@@ -172,7 +168,6 @@ def create_app(
         lifespan=lifespan,
         responses=_ERROR_RESPONSES,
     )
-    app.state.idempotency = IdempotencyStore(ttl_s=settings.idempotency_ttl_s)
     # Tests may build the app without running its lifespan; the upstream then exists from the start.
     if channel is not None:
         app.state.upstream = Upstream(channel)
@@ -225,36 +220,16 @@ def create_app(
         if data.get("run_id"):
             _checked("run_id", data["run_id"])
         access.check_submit_scope(request, principal, data.get("project_id", ""), request.state.run_id)
-        store: IdempotencyStore = request.app.state.idempotency
-        client = getattr(request.state, "client_id", "") or hashlib.sha256(
-            request.headers.get("authorization", "").encode()).hexdigest()
-        digest = request_digest(data)
-        if idempotency_key is not None:
-            if not 1 <= len(idempotency_key) <= MAX_KEY_LENGTH:
-                raise ApiError(400, "INVALID_ARGUMENT", f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} characters",
-                               details={"field": "Idempotency-Key", "reason": "INVALID_FIELD"})
-            stored = store.get(client, idempotency_key)
-            if stored is not None:
-                if stored.digest != digest:
-                    raise ApiError(409, "ALREADY_EXISTS", "this Idempotency-Key was used with a different request",
-                                   details={"field": "Idempotency-Key", "reason": "IDEMPOTENCY_KEY_REUSED"},
-                                   run_id=stored.body.get("run_id"))
-                replay = dict(stored.body, replayed=True)
-                return JSONResponse(replay, status_code=stored.status, headers={
-                    "Location": f"/api/v1/validation/{replay['run_id']}/status", "Idempotent-Replayed": "true"})
-            if not data.get("run_id"):
-                data["run_id"] = _idempotent_run_id(client, idempotency_key)
-                request.state.run_id = data["run_id"]
         message = json_to_message(data, vpb.SubmitRunRequest())
+        if idempotency_key is not None:  # kept and checked by the orchestrator, for every replica
+            message.idempotency_key = idempotency.checked_key(idempotency_key)
+            message.idempotency_scope = idempotency.scope_of(request)
         upstream = upstream_of(request)
         answer: vpb.SubmitRunResponse = await upstream.call(upstream.validation.SubmitRun, message, "runs", request.state.run_id)
         headers = {"Location": f"/api/v1/validation/{answer.run_id}/status"}
         if answer.replayed:
             headers["Idempotent-Replayed"] = "true"
-        answer_body = message_to_json(answer)
-        if idempotency_key is not None:
-            store.put(client, idempotency_key, digest, 201, dict(answer_body, replayed=False))
-        return JSONResponse(answer_body, status_code=201, headers=headers)
+        return JSONResponse(message_to_json(answer), status_code=201, headers=headers)
 
     @app.post(
         "/api/v1/validation/runs", status_code=201, tags=["validation"],

@@ -156,6 +156,8 @@ def from_rpc_error(err: grpc.aio.AioRpcError, run_id: str | None = None) -> ApiE
         if retry_after:
             headers["Retry-After"] = str(retry_after)
             details["retry_after_s"] = retry_after
+    # An error about another run than the one asked for (a reused Idempotency-Key) names that run.
+    run_id = info.get("metadata", {}).get("run_id") or run_id
     return ApiError(status, code.name, message or code.name.lower(), details=details, run_id=run_id, headers=headers)
 
 

@@ -207,8 +207,6 @@ class Pipeline:
         try:
             if not self.store.stage_output(ctx.run_id, "personas"):  # a fresh run, not a resumed one
                 metrics.TOKENS_BUDGETED.inc(ctx.configuration.max_tokens_per_run)
-                if self.callbacks is not None:  # the INITIATED update, once the run is under way
-                    self.callbacks.update(self.store.get(ctx.run_id), step_name="ingestion")
                 if ctx.idea.warnings:
                     self._alert(ctx, "quality_warning", "warning", "the idea was accepted with data-quality warnings",
                                 {"warnings": list(ctx.idea.warnings)})

@@ -33,6 +33,7 @@ from smvm.v1 import (
 from services.orchestrator import simconfig
 from services.orchestrator.callbacks import payloads as callback_payloads, urls as callback_urls
 from services.orchestrator.callbacks.service import Callbacks, DeliveryServicer
+from services.orchestrator.idempotency import IdempotencyKey
 from services.orchestrator.pipeline import Pipeline, RunContext, StageClients, to_dict
 from services.orchestrator.rundir import RunDirectory, iso, utcnow
 from services.orchestrator.store import RunRecord, RunStore, parse_time
@@ -48,6 +49,8 @@ _LIMITS = {
     "price_points": (simconfig.DEFAULTS["price_points"], 2, 200),
 }
 READY_STATES = ("DECISION_READY", "COMPLETED")
+# Expired keys are as good as absent already (lookups skip them); the purge only reclaims the rows.
+IDEMPOTENCY_PURGE_INTERVAL_S = 3600.0
 
 
 def _ts(value: str) -> timestamp_pb2.Timestamp | None:
@@ -126,11 +129,12 @@ def pseudonym(identity: str) -> str:
 
 
 def request_digest(request: vpb.SubmitRunRequest) -> str:
-    """Digest of what a submission asks for; the correlation id and timestamps do not count."""
+    """Digest of what a submission asks for; the correlation id, timestamps and the Idempotency-Key do not count."""
     copy = vpb.SubmitRunRequest()
     copy.CopyFrom(request)
     copy.correlation_id = ""
     copy.metadata.initiated_at = ""
+    copy.idempotency_key = copy.idempotency_scope = ""
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 
@@ -175,6 +179,17 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
                 self.adopt_orphans()
             except Exception:  # the database may be down: try again next round
                 log.exception("lease round failed")
+
+    async def purge_idempotency_keys(self) -> None:
+        """Delete expired Idempotency-Keys at start-up and every IDEMPOTENCY_PURGE_INTERVAL_S."""
+        while True:
+            try:
+                purged = self.store.idempotency.purge_expired(self.store.db)
+                if purged:
+                    log.info("purged %d expired idempotency keys", purged)
+            except Exception:  # the database may be down: try again next round
+                log.exception("idempotency key purge failed")
+            await asyncio.sleep(IDEMPOTENCY_PURGE_INTERVAL_S)
 
     def _adopt(self, record: RunRecord) -> None:
         if self.store.owner and not self.store.claim(record.run_id):
@@ -243,9 +258,9 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
             "metadata.callback_url", request.metadata.callback_url, self.settings
         )
         digest = request_digest(request)
-
-        if request.run_id and (existing := self.store.find(request.run_id)) is not None:
-            return self._replay(existing, digest)
+        key = IdempotencyKey.of(request.idempotency_scope, request.idempotency_key)
+        if (earlier := self._earlier_answer(request.run_id, key, digest)) is not None:
+            return earlier
 
         shape = "idea" if has_idea else "business_idea"
         normalize = ingestion_service_pb2.NormalizeIdeaRequest(**{shape: getattr(request, shape)})
@@ -256,9 +271,9 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
             await context.abort(err.code(), err.details(), tuple(err.trailing_metadata() or ()))
 
         async with self.store.lock:
+            if (earlier := self._earlier_answer(request.run_id, key, digest)) is not None:
+                return earlier
             run_id = request.run_id or new_run_id()
-            if (existing := self.store.find(run_id)) is not None:
-                return self._replay(existing, digest)
             now = utcnow()
             seed = configuration.seed if configuration.HasField("seed") else simconfig.root_seed(project_id, run_id)
             configuration.seed = seed
@@ -284,24 +299,38 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
             rundir = RunDirectory(self.settings.runs_dir, project_id, run_id)
             response = self._submit_response(record, rundir, idea)
             record.submit_response = json_format.MessageToDict(response, preserving_proto_field_name=True)
-            self.store.create(
-                record, rundir, actor=record.initiated_by or "tractionbuild",
-                stage_outputs={"ingestion": idea.SerializeToString(deterministic=True)},
-            )
+            try:
+                self.store.create(
+                    record, rundir, actor=record.initiated_by or "tractionbuild",
+                    stage_outputs={"ingestion": idea.SerializeToString(deterministic=True)},
+                    outbox=self._updates(step_name="ingestion"), idempotency_key=key,
+                )
+            except AlreadyExists:
+                # Another replica created this run_id or took this key since the check above.
+                if (earlier := self._earlier_answer(request.run_id, key, digest)) is not None:
+                    return earlier
+                raise
             rundir.write_json("idea.input.json", {"source_shape": shape, "idea": to_dict(idea)})
-
+        self._wake()
         self._launch(RunContext(
             run_id=run_id, project_id=project_id, idea=idea, configuration=configuration, seed=seed,
             deadline=time.monotonic() + configuration.timeout_seconds, correlation_id=record.correlation_id,
         ))
         return response
 
-    def _replay(self, existing: RunRecord, digest: str) -> vpb.SubmitRunResponse:
-        if existing.request_sha256 != digest:
-            raise AlreadyExists(
-                f"run {existing.run_id} already exists with different content", reason="RUN_ID_CONFLICT"
-            )
-        response = json_format.ParseDict(existing.submit_response, vpb.SubmitRunResponse())
+    def _earlier_answer(self, run_id: str, key: IdempotencyKey | None, digest: str) -> vpb.SubmitRunResponse | None:
+        """The answer a retry of an earlier submission gets, by Idempotency-Key first, then by run_id
+        (ALREADY_EXISTS when the earlier request differs); None for a new submission."""
+        answer = None
+        if key is not None and (keyed := self.store.keyed_answer(key)) is not None:
+            answer = keyed.check(digest)
+        elif run_id and (existing := self.store.find(run_id)) is not None:
+            if existing.request_sha256 != digest:
+                raise AlreadyExists(f"run {existing.run_id} already exists with different content", reason="RUN_ID_CONFLICT")
+            answer = existing.submit_response
+        if answer is None:
+            return None
+        response = json_format.ParseDict(answer, vpb.SubmitRunResponse())
         response.replayed = True
         return response
 
@@ -501,7 +530,7 @@ def replica_id(address: str) -> str:
 def build_host(settings: Settings, address: str | None = None) -> ServiceHost:
     address = address or settings.orchestrator_addr
     store = RunStore(settings.runs_dir, database_url=settings.database_url, owner=replica_id(address),
-                     lease_s=settings.run_lease_s)
+                     lease_s=settings.run_lease_s, idempotency_ttl_s=settings.idempotency_ttl_s)
     holder: dict = {}
 
     def register(server) -> list[str]:
@@ -518,10 +547,12 @@ def build_host(settings: Settings, address: str | None = None) -> ServiceHost:
     async def on_start() -> None:
         await holder["callbacks"].start()
         holder["leases"] = asyncio.create_task(holder["servicer"].keep_leases(), name="leases")
+        holder["keys"] = asyncio.create_task(holder["servicer"].purge_idempotency_keys(), name="idempotency-keys")
 
     async def on_stop() -> None:
-        if "leases" in holder:
-            holder["leases"].cancel()
+        for task in ("leases", "keys"):
+            if task in holder:
+                holder[task].cancel()
         await holder["servicer"].shutdown()
         # The runs cut short just now have FAILED updates queued: one last delivery round for them.
         await holder["callbacks"].drain(min(5.0, settings.grace_period_s))

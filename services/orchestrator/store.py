@@ -37,6 +37,7 @@ from smvm.db.outbox import SqlOutbox, enqueue_in
 from smvm.errors import AlreadyExists, FailedPrecondition, NotFound
 from smvm.outbox import OutboxMessage
 
+from services.orchestrator.idempotency import IdempotencyKey, IdempotencyKeys, KeyedAnswer
 from services.orchestrator.rundir import ArtifactCorrupt, RunDirectory, iso, new_event, utcnow
 
 log = logging.getLogger(__name__)
@@ -113,10 +114,11 @@ class RunStore:
     """Run records by run_id in the database; artifacts in each run's directory."""
 
     def __init__(self, runs_root: Path, db: Database | None = None, *, database_url: str = "",
-                 owner: str = "", lease_s: float = 30.0):
+                 owner: str = "", lease_s: float = 30.0, idempotency_ttl_s: float = 86_400.0):
         # owner: this orchestrator replica's id; empty = no leases (a store used by tools and tests)
         self.owner = owner
         self.lease_s = lease_s
+        self.idempotency = IdempotencyKeys(idempotency_ttl_s)
         self.root = Path(runs_root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.db = db if db is not None else open_database(database_url_for(database_url, self.root))
@@ -217,6 +219,11 @@ class RunStore:
             raise ArtifactCorrupt(f"stored output of stage {stage} of run {run_id} is corrupt", reason="STAGE_OUTPUT_CORRUPT")
         return output
 
+    def keyed_answer(self, key: IdempotencyKey) -> KeyedAnswer | None:
+        """What an unexpired Idempotency-Key stands for, or None."""
+        with self.db.reading() as tx:
+            return self.idempotency.find(tx, key)
+
     @property
     def lock(self) -> asyncio.Lock:
         """Serialises creation so two submissions of one run_id cannot both create it."""
@@ -239,9 +246,17 @@ class RunStore:
     # ------------------------------------------------------------------ writing
     def create(
         self, record: RunRecord, rundir: RunDirectory, *, actor: str,
-        stage_outputs: dict[str, bytes] | None = None, outbox: Sequence[OutboxMessage] = (),
+        stage_outputs: dict[str, bytes] | None = None,
+        outbox: Sequence[OutboxMessage] | Callable[[RunRecord], Sequence[OutboxMessage]] = (),
+        idempotency_key: IdempotencyKey | None = None,
     ) -> None:
-        """Insert a new run with its run.initiated event (AlreadyExists if the run_id is taken)."""
+        """Insert a new run with its run.initiated event (AlreadyExists if the run_id is taken).
+
+        `outbox` (messages, or a function of the new record as in `update`) commits in the same
+        transaction: a run exists exactly when its INITIATED callback does. So does the run's
+        `idempotency_key`, standing for the request's digest and the run's submit_response
+        (AlreadyExists if another run took the key first).
+        """
         rundir.ledger = self
         rundir.create()
         event = new_event(
@@ -260,7 +275,10 @@ class RunStore:
                            (record.run_id, self.owner, time.time() + self.lease_s))
             for stage, output in (stage_outputs or {}).items():
                 self._insert_stage_output(tx, record.run_id, stage, output)
-            enqueue_in(tx, outbox)
+            enqueue_in(tx, outbox(copy.deepcopy(record)) if callable(outbox) else outbox)
+            if idempotency_key is not None:
+                self.idempotency.insert(tx, idempotency_key, record.request_sha256, record.run_id,
+                                        record.submit_response)
         self._mirror(record, rundir, event)
 
     def update(

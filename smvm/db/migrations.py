@@ -174,6 +174,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        6,
+        "idempotency keys: SubmitRun's Idempotency-Key answers, shared by every gateway replica",
+        (
+            # scope: whose key (a digest of the caller's token); digest: the request first sent
+            # under the key; answer: the SubmitRunResponse it got (JSON). Written in the run's
+            # creating transaction (services/orchestrator/idempotency.py).
+            """CREATE TABLE idempotency_keys (
+                scope TEXT NOT NULL,
+                idempotency_key TEXT NOT NULL,
+                digest TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                answer TEXT NOT NULL,
+                created_at {float} NOT NULL,
+                expires_at {float} NOT NULL,
+                PRIMARY KEY (scope, idempotency_key)
+            )""",
+            "CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at)",
+        ),
+    ),
 )
 
 

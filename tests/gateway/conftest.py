@@ -47,13 +47,15 @@ class Call:
 class FakeValidation(vgrpc.ValidationServiceServicer):
     calls: list[Call] = field(default_factory=list)
     runs: dict[str, tuple[bytes, vpb.SubmitRunResponse]] = field(default_factory=dict)
+    # (idempotency_scope, idempotency_key) -> run_id, as the orchestrator keeps them.
+    keys: dict[tuple[str, str], str] = field(default_factory=dict)
     states: dict[str, int] = field(default_factory=dict)
     # method name -> exception to raise (domain error or anything else) on its next calls.
     failures: dict[str, BaseException] = field(default_factory=dict)
     delay_s: float = 0.0
 
     def reset(self) -> None:
-        self.calls.clear(), self.runs.clear(), self.states.clear(), self.failures.clear()
+        self.calls.clear(), self.runs.clear(), self.keys.clear(), self.states.clear(), self.failures.clear()
         self.delay_s = 0.0
 
     async def _enter(self, method: str, request, context) -> None:
@@ -77,8 +79,19 @@ class FakeValidation(vgrpc.ValidationServiceServicer):
 
     async def SubmitRun(self, request, context):
         await self._enter("SubmitRun", request, context)
-        run_id = request.run_id or "RUN-GENERATED-1"
-        digest = request.SerializeToString(deterministic=True)
+        unkeyed = vpb.SubmitRunRequest()
+        unkeyed.CopyFrom(request)
+        unkeyed.idempotency_key = unkeyed.idempotency_scope = ""
+        digest = unkeyed.SerializeToString(deterministic=True)
+        key = (request.idempotency_scope, request.idempotency_key)
+        if request.idempotency_key and key in self.keys:
+            keyed_run = self.keys[key]
+            if self.runs[keyed_run][0] != digest:
+                raise AlreadyExists("this Idempotency-Key was used with a different request", field="Idempotency-Key",
+                                    reason="IDEMPOTENCY_KEY_REUSED", metadata={"run_id": keyed_run})
+            run_id = keyed_run
+        else:
+            run_id = request.run_id or f"RUN-GENERATED-{len(self.runs) + 1}"
         if run_id in self.runs:
             stored_digest, stored = self.runs[run_id]
             if stored_digest != digest:
@@ -96,6 +109,8 @@ class FakeValidation(vgrpc.ValidationServiceServicer):
         )
         response.estimated_completion.FromJsonString("2026-11-22T14:35:52Z")
         self.runs[run_id] = (digest, response)
+        if request.idempotency_key:
+            self.keys[key] = run_id
         self.states[run_id] = run_pb2.RUN_STATE_RUNNING
         return response
 

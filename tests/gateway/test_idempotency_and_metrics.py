@@ -1,4 +1,6 @@
-"""Idempotency-Key answers kept by the gateway, the guide's default rate limits, and /metrics."""
+"""The gateway's part of Idempotency-Key (the header to the orchestrator, scoped by token), the guide's
+default rate limits, and /metrics. The key store itself is the orchestrator's: tests/orchestrator and,
+through two real gateway processes, tests/integration_tb/test_idempotency_replicas.py."""
 
 from __future__ import annotations
 
@@ -11,20 +13,27 @@ from smvm.config import Settings
 from smvm.errors import InvalidArgument
 from smvm.v1 import run_pb2
 
-from services.gateway.idempotency import IdempotencyStore, request_digest
 from services.gateway.ratelimit import GUIDE_LIMITS_PER_MINUTE
 
 
-async def test_a_key_replays_the_first_answer_without_calling_the_orchestrator_again(client, upstream, business_idea):
+async def test_the_key_goes_to_the_orchestrator_scoped_by_token_and_its_replay_is_marked(client, upstream, business_idea):
     headers = {"Idempotency-Key": "order-1"}
     first = await client.post("/api/v1/validation/runs", json=business_idea, headers=headers)
     again = await client.post("/api/v1/validation/runs", json=business_idea,
                               headers={**headers, "X-Correlation-ID": "CORR-retry-2"})
     assert first.status_code == again.status_code == 201
+    assert "Idempotent-Replayed" not in first.headers and first.json()["replayed"] is False
     assert again.headers["Idempotent-Replayed"] == "true" and again.json()["replayed"] is True
     assert {k: v for k, v in again.json().items() if k != "replayed"} == \
         {k: v for k, v in first.json().items() if k != "replayed"}
-    assert [c.method for c in upstream.fake.calls] == ["SubmitRun"]
+    sent = [c.request for c in upstream.fake.calls]
+    assert [r.idempotency_key for r in sent] == ["order-1", "order-1"]
+    assert sent[0].idempotency_scope == sent[1].idempotency_scope
+    # The scope is a digest of the token, never the token itself.
+    assert len(sent[0].idempotency_scope) == 16 and "gateway-test-token" not in sent[0].idempotency_scope
+    without = await client.post("/api/v1/validation/runs", json=dict(business_idea, run_id="RUN-T-NOKEY"))
+    assert without.status_code == 201
+    assert upstream.fake.calls[-1].request.idempotency_key == upstream.fake.calls[-1].request.idempotency_scope == ""
 
 
 async def test_a_key_reused_with_a_different_run_id_is_409_naming_the_header(client, upstream, business_idea):
@@ -35,8 +44,9 @@ async def test_a_key_reused_with_a_different_run_id_is_409_naming_the_header(cli
     conflict = await client.post("/api/v1/validation/runs", json=other, headers=headers)
     assert conflict.status_code == 409
     body = conflict.json()
-    assert body["details"] == {"field": "Idempotency-Key", "reason": "IDEMPOTENCY_KEY_REUSED"}
-    assert body["run_id"] == business_idea["run_id"]
+    assert body["error"] == "ALREADY_EXISTS"
+    assert (body["details"]["field"], body["details"]["reason"]) == ("Idempotency-Key", "IDEMPOTENCY_KEY_REUSED")
+    assert body["run_id"] == business_idea["run_id"]  # the run the key stands for, not the one asked for
     assert "RUN-T-OTHER" not in upstream.fake.runs  # nothing was started for the conflicting request
 
 
@@ -48,6 +58,8 @@ async def test_keys_belong_to_one_token(make_client, upstream, business_idea):
     other["run_id"] = "RUN-T-B"
     assert (await a.post("/api/v1/validation/runs", json=business_idea, headers={"Idempotency-Key": "k"})).status_code == 201
     assert (await b.post("/api/v1/validation/runs", json=other, headers={"Idempotency-Key": "k"})).status_code == 201
+    scopes = {c.request.idempotency_scope for c in upstream.fake.calls}
+    assert len(scopes) == 2
 
 
 async def test_a_failed_request_is_not_remembered_so_a_corrected_retry_may_reuse_the_key(client, upstream, business_idea):
@@ -59,22 +71,24 @@ async def test_a_failed_request_is_not_remembered_so_a_corrected_retry_may_reuse
     assert fixed.status_code == 201 and fixed.json()["replayed"] is False
 
 
-def test_answers_are_kept_for_the_ttl_then_forgotten():
-    now = [0.0]
-    store = IdempotencyStore(ttl_s=86_400, clock=lambda: now[0])
-    store.put("tok", "k", "d1", 201, {"run_id": "RUN-1"})
-    now[0] = 86_399.0
-    assert store.get("tok", "k").body == {"run_id": "RUN-1"}
-    now[0] = 86_400.0
-    assert store.get("tok", "k") is None
+@pytest.mark.parametrize("key", ["", "k" * 256])
+async def test_a_malformed_key_is_400_naming_the_header_and_reaches_no_service(client, upstream, business_idea, key):
+    response = await client.post("/api/v1/validation/runs", json=business_idea, headers={"Idempotency-Key": key})
+    assert response.status_code == 400
+    assert response.json()["details"] == {"field": "Idempotency-Key", "reason": "INVALID_FIELD"}
+    assert upstream.fake.calls == []
+
+
+async def test_the_key_fields_cannot_be_sent_in_the_body(client, upstream, business_idea):
+    response = await client.post("/api/v1/validation/runs", json=dict(business_idea, idempotency_scope="someone-else"))
+    assert response.status_code == 400 and response.json()["details"]["field"] == "idempotency_scope"
+    assert upstream.fake.calls == []
+
+
+def test_the_ttl_is_at_least_a_day():
     assert Settings(profile="test").idempotency_ttl_s >= 24 * 3600
-
-
-def test_the_digest_ignores_correlation_id_and_initiated_at_only():
-    base = {"project_id": "P", "metadata": {"initiated_by": "x", "initiated_at": "2026-01-01T00:00:00Z"}}
-    same = {"project_id": "P", "metadata": {"initiated_by": "x"}, "correlation_id": "C-2"}
-    assert request_digest(base) == request_digest(same)
-    assert request_digest(base) != request_digest({"project_id": "P", "metadata": {"initiated_by": "y"}})
+    with pytest.raises(ValueError, match="idempotency_ttl_s"):
+        Settings(profile="test", idempotency_ttl_s=3600)
 
 
 async def test_default_limits_are_the_guides_per_token(make_client, upstream):

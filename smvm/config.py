@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     rate_limits: str = Field(
         "", description="Per-token REST limits per minute: empty = the guide's, 'off', or overrides like 'status=5000,runs=200'"
     )
+    rate_limit_replicas: int = Field(
+        1, ge=1, le=64,
+        description="Gateway replicas that share each token's limits (the HPA's minReplicas): each enforces limit/N, rounded up",
+    )
 
     @field_validator("rate_limits")
     @classmethod

@@ -185,7 +185,7 @@ def create_app(
         accepted_tokens=settings.accepted_tokens(),
         max_request_bytes=settings.max_request_bytes,
         rate_limiter=RateLimiter(limits_from_setting(settings.rate_limits) if rate_limits_per_minute is None
-                                 else rate_limits_per_minute),
+                                 else rate_limits_per_minute, replicas=settings.rate_limit_replicas),
         registry=TokenRegistry.from_settings(settings),
         on_denied=on_denied,
     )

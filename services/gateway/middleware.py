@@ -124,7 +124,7 @@ class GatewayMiddleware:
                 retry_after = RateLimiter.retry_after_header(wait_s)
                 return ApiError(
                     429, "RESOURCE_EXHAUSTED",
-                    f"rate limit of {self.rate_limiter.limits[endpoint]} requests/minute for {endpoint} exceeded",
+                    f"{self.rate_limiter.describe(endpoint)} exceeded",
                     details={"reason": "RATE_LIMITED", "retry_after_s": int(retry_after)},
                     headers={"Retry-After": retry_after},
                 ), receive

@@ -3,6 +3,13 @@
 A bucket holds `limit` requests and refills at limit/60 per second, so a client may burst up to
 its per-minute allowance and then sustains exactly that rate. Refusals carry the seconds until the
 next request would pass (for `Retry-After`).
+
+Buckets are per gateway process. With several replicas behind a load balancer that spreads each
+token's requests over them (the Ingress balances per request), each replica enforces its share:
+`replicas` (SMVM_RATE_LIMIT_REPLICAS, the HPA's minimum) divides every limit, rounded up, so that
+`replicas` or more replicas together always allow at least the guide's limit. Sharing the buckets
+instead would cost every limited request a durable write in the orchestrator's database and a second
+gRPC hop (docs/integration.md, "Rate limits across gateway replicas").
 """
 
 from __future__ import annotations
@@ -67,6 +74,14 @@ def limits_from_setting(text: str) -> dict[str, int]:
     return limits
 
 
+def per_replica(limits_per_minute: dict[str, int], replicas: int) -> dict[str, int]:
+    """Each replica's share of per-token limits shared by `replicas` gateways: ceil(limit / replicas)
+    (0, no limit, stays 0), so that the replicas together allow at least the limit."""
+    if replicas < 1:
+        raise ValueError(f"rate_limit_replicas: must be >= 1, got {replicas}")
+    return {name: math.ceil(limit / replicas) if limit else 0 for name, limit in limits_per_minute.items()}
+
+
 @dataclass
 class _Bucket:
     tokens: float
@@ -74,10 +89,21 @@ class _Bucket:
 
 
 class RateLimiter:
-    def __init__(self, limits_per_minute: dict[str, int] | None = None, clock: Callable[[], float] = time.monotonic):
-        self.limits = dict(GUIDE_LIMITS_PER_MINUTE if limits_per_minute is None else limits_per_minute)
+    def __init__(self, limits_per_minute: dict[str, int] | None = None, clock: Callable[[], float] = time.monotonic,
+                 *, replicas: int = 1):
+        # limits_per_minute: across the gateway; self.limits: this replica's share of them.
+        self.limits_across_replicas = dict(GUIDE_LIMITS_PER_MINUTE if limits_per_minute is None else limits_per_minute)
+        self.replicas = replicas
+        self.limits = per_replica(self.limits_across_replicas, replicas)
         self.clock = clock
         self._buckets: dict[tuple[str, str], _Bucket] = {}
+
+    def describe(self, endpoint: str) -> str:
+        """The limit a refusal names, as the caller knows it (the guide's figure) and as this replica applies it."""
+        text = f"rate limit of {self.limits_across_replicas[endpoint]} requests/minute for {endpoint}"
+        if self.replicas > 1:
+            text += f" ({self.limits[endpoint]}/minute on each of {self.replicas} gateway replicas)"
+        return text
 
     def acquire(self, client: str, endpoint: str) -> float:
         """Take one request from the bucket; 0 when allowed, else the seconds to wait."""

@@ -8,12 +8,13 @@ import copy
 
 import httpx
 import pytest
+from hypothesis import given, strategies as st
 
 from smvm.config import Settings
 from smvm.errors import InvalidArgument
 from smvm.v1 import run_pb2
 
-from services.gateway.ratelimit import GUIDE_LIMITS_PER_MINUTE
+from services.gateway.ratelimit import GUIDE_LIMITS_PER_MINUTE, per_replica
 
 
 async def test_the_key_goes_to_the_orchestrator_scoped_by_token_and_its_replay_is_marked(client, upstream, business_idea):
@@ -98,6 +99,36 @@ async def test_default_limits_are_the_guides_per_token(make_client, upstream):
     limited = make_client()  # no override: the guide's limits
     codes = [(await limited.post("/api/v1/validation/RUN-1/finalize")).status_code for _ in range(21)]
     assert codes == [200] * 20 + [429]
+
+
+@pytest.mark.parametrize("replicas, expected", [
+    (1, {"runs": 100, "status": 1000, "results": 100, "complete": 50, "finalize": 20}),
+    (2, {"runs": 50, "status": 500, "results": 50, "complete": 25, "finalize": 10}),
+    (3, {"runs": 34, "status": 334, "results": 34, "complete": 17, "finalize": 7}),
+    (8, {"runs": 13, "status": 125, "results": 13, "complete": 7, "finalize": 3}),
+])
+def test_each_replica_enforces_its_share_of_the_guides_limits_rounded_up(replicas, expected):
+    shares = per_replica(GUIDE_LIMITS_PER_MINUTE, replicas)
+    assert {k: shares[k] for k in expected} == expected
+    assert per_replica({"status": 0}, 4) == {"status": 0}  # no limit stays no limit
+
+
+@given(st.integers(1, 100_000), st.integers(1, 64))
+def test_replicas_together_allow_the_limit_and_less_than_one_request_per_replica_more(limit, replicas):
+    share = per_replica({"runs": limit}, replicas)["runs"]
+    assert share * replicas >= limit > (share - 1) * replicas
+
+
+async def test_a_gateway_told_it_is_one_of_two_refuses_past_half_and_says_so(make_client, upstream):
+    upstream.fake.states["RUN-1"] = run_pb2.RUN_STATE_DECISION_READY
+    limited = make_client(Settings(profile="test", api_tokens="gateway-test-token", rate_limit_replicas=2))
+    codes = [(await limited.post("/api/v1/validation/RUN-1/finalize")).status_code for _ in range(11)]
+    assert codes == [200] * 10 + [429]
+    refused = await limited.post("/api/v1/validation/RUN-1/finalize")
+    assert refused.json()["message"] == (
+        "rate limit of 20 requests/minute for finalize (10/minute on each of 2 gateway replicas) exceeded")
+    with pytest.raises(ValueError, match="rate_limit_replicas"):
+        Settings(profile="test", rate_limit_replicas=0)
 
 
 async def test_metrics_count_requests_by_endpoint_and_status(client, upstream):

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from conftest import TOKEN
-from mesh_flow import EXAMPLE, wait_status, wait_until
+from mesh_flow import EXAMPLE, deliveries, wait_status, wait_until
 from smvm.launcher import free_port
 
 pytestmark = pytest.mark.e2e
@@ -41,6 +41,13 @@ def _runs_of(api, project_id: str) -> list[str]:
     response = api.get(RUNS, params={"project_id": project_id})
     assert response.status_code == 200, response.text
     return [r["run_id"] for r in response.json()["runs"]]
+
+
+def _updates(tb, run_id: str) -> list[dict]:
+    """The run's updates as sent, one per event id (a redelivery of one event is not a second update)."""
+    by_event = {d["event_id"]: d["payload"] for d in tb.state.deliveries
+                if d["path"] == "update" and d["payload"]["run_id"] == run_id}
+    return sorted(by_event.values(), key=lambda u: u["sequence"])
 
 
 def _without_replayed(body: dict) -> dict:
@@ -85,7 +92,26 @@ def test_a_retry_on_another_replica_and_after_its_restart_replays_the_first_answ
     assert _runs_of(api, project) == [run_id]
     wait_until(lambda: any(u["status"] == "INITIATED" for u in tb.state.updates_for(run_id)), what="INITIATED update")
     assert wait_status(api, run_id)["status"] == "DECISION_READY"
-    assert [u["status"] for u in tb.state.updates_for(run_id)].count("INITIATED") == 1
+    assert [u["status"] for u in _updates(tb, run_id)].count("INITIATED") == 1
+
+    # PUT /complete and POST /finalize retried on the other replica answer as the first time did.
+    results = {"results": {"reviewed": True, "pilot_customers": 3}}
+    completed = api.put(f"/api/v1/validation/{run_id}/complete", json=results)
+    completed_again = replica.put(f"/api/v1/validation/{run_id}/complete", json=results)
+    assert completed.status_code == completed_again.status_code == 200, completed_again.text
+    assert completed_again.json() == completed.json() and completed.json()["status"]["status"] == "COMPLETED"
+    other_results = replica.put(f"/api/v1/validation/{run_id}/complete", json={"results": {"reviewed": False}})
+    assert other_results.status_code == 409 and other_results.json()["details"]["reason"] == "ALREADY_COMPLETED"
+    finalized = api.post(f"/api/v1/validation/{run_id}/finalize")
+    finalized_again = replica.post(f"/api/v1/validation/{run_id}/finalize")
+    assert finalized.status_code == finalized_again.status_code == 200, finalized_again.text
+    assert finalized_again.json() == finalized.json()
+    # One COMPLETED update and one finalization update were sent, not one per request.
+    wait_until(lambda: any("finalization" in u for u in tb.state.updates_for(run_id)), what="finalization update")
+    wait_until(lambda: all(d["state"] == "delivered" for d in deliveries(api, run_id)), what="all delivered")
+    updates = _updates(tb, run_id)
+    assert [u["status"] for u in updates].count("COMPLETED") == 2  # the completion and the finalization
+    assert sum("finalization" in u for u in updates) == 1
 
 
 def test_both_replicas_racing_on_one_key_start_one_run(api, replica, tb):

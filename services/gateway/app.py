@@ -222,7 +222,7 @@ def create_app(
         access.check_submit_scope(request, principal, data.get("project_id", ""), request.state.run_id)
         message = json_to_message(data, vpb.SubmitRunRequest())
         if idempotency_key is not None:  # kept and checked by the orchestrator, for every replica
-            message.idempotency_key = idempotency.checked_key(idempotency_key)
+            message.idempotency_key = idempotency.check_key(idempotency_key)
             message.idempotency_scope = idempotency.scope_of(request)
         upstream = upstream_of(request)
         answer: vpb.SubmitRunResponse = await upstream.call(upstream.validation.SubmitRun, message, "runs", request.state.run_id)

@@ -11,18 +11,11 @@ import hashlib
 
 from fastapi import Request
 
-from services.gateway.errors import ApiError
-from services.orchestrator.idempotency import HEADER, MAX_KEY_LENGTH
+from services.orchestrator.idempotency import HEADER, MAX_KEY_LENGTH, check_key
 
-__all__ = ["HEADER", "MAX_KEY_LENGTH", "checked_key", "scope_of"]
-
-
-def checked_key(key: str) -> str:
-    """The header's value, or a 400 naming the header (before any call, so nothing is stored)."""
-    if not 1 <= len(key) <= MAX_KEY_LENGTH:
-        raise ApiError(400, "INVALID_ARGUMENT", f"{HEADER} must be 1-{MAX_KEY_LENGTH} characters",
-                       details={"field": HEADER, "reason": "INVALID_FIELD"})
-    return key
+# check_key: the header's value, or InvalidArgument naming the header (a 400 via errors.install),
+# before any call, so nothing is stored for a malformed key.
+__all__ = ["HEADER", "MAX_KEY_LENGTH", "check_key", "scope_of"]
 
 
 def scope_of(request: Request) -> str:

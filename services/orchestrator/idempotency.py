@@ -26,6 +26,15 @@ MIN_TTL_S = 24 * 3600.0
 HEADER = "Idempotency-Key"  # how callers spell the key; errors name it so
 
 
+def check_key(key: str) -> str:
+    """A key as Stripe's model allows it: 1-255 visible characters (an HTTP header's, no controls)."""
+    if not 1 <= len(key) <= MAX_KEY_LENGTH:
+        raise InvalidArgument(HEADER, f"must be 1-{MAX_KEY_LENGTH} characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        raise InvalidArgument(HEADER, "must not contain control characters")
+    return key
+
+
 @dataclasses.dataclass(frozen=True)
 class IdempotencyKey:
     scope: str
@@ -38,10 +47,9 @@ class IdempotencyKey:
             if scope:
                 raise InvalidArgument("idempotency_key", "is required when idempotency_scope is set")
             return None
-        if len(key) > MAX_KEY_LENGTH:
-            raise InvalidArgument(HEADER, f"must be 1-{MAX_KEY_LENGTH} characters")
-        if len(scope) > MAX_SCOPE_LENGTH:
-            raise InvalidArgument("idempotency_scope", f"must be at most {MAX_SCOPE_LENGTH} characters")
+        check_key(key)
+        if len(scope) > MAX_SCOPE_LENGTH or any(ord(c) < 0x20 or ord(c) == 0x7F for c in scope):
+            raise InvalidArgument("idempotency_scope", f"must be at most {MAX_SCOPE_LENGTH} characters, none a control")
         return cls(scope, key)
 
 

@@ -79,7 +79,7 @@ async def test_a_key_replays_its_first_answer_across_an_orchestrator_restart_and
 
 
 @pytest.mark.parametrize("key, scope, field", [("k" * 256, "s", "Idempotency-Key"), ("", "s", "idempotency_key"),
-                                               ("k", "s" * 129, "idempotency_scope")])
+                                               ("nul\x00", "s", "Idempotency-Key"), ("k", "s" * 129, "idempotency_scope")])
 async def test_a_malformed_key_is_invalid_argument_naming_it(mesh_factory, runs_dir, key, scope, field):
     async with mesh_factory() as (settings, orchestrator, _):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator.port}") as channel:

@@ -42,6 +42,11 @@ from services.gateway.middleware import GatewayMiddleware
 from services.gateway.ratelimit import RateLimiter, limits_from_setting
 from services.gateway.schema import request_model, response_model
 
+IDEMPOTENCY_KEY_DOC = (
+    "Optional, 1-255 characters. Retries of the same request with the same key (from the same token) get the "
+    "first answer again, on any gateway replica, for at least 24 h (`Idempotent-Replayed: true`); the same key with "
+    "another request is 409 IDEMPOTENCY_KEY_REUSED."
+)
 # The guide's per-endpoint timeouts (seconds), used as gRPC deadlines.
 TIMEOUTS_S = {"runs": 30.0, "status": 5.0, "results": 30.0, "complete": 60.0, "finalize": 30.0, "list": 30.0,
               "imports": 30.0, "report": 30.0, "admin": 30.0}
@@ -238,14 +243,14 @@ def create_app(
     )
     async def submit_run(
         request: Request, body: SubmitRunBody,  # type: ignore[valid-type]
-        idempotency_key: Optional[str] = Header(None, alias="Idempotency-Key"),
+        idempotency_key: Optional[str] = Header(None, alias="Idempotency-Key", description=IDEMPOTENCY_KEY_DOC),
     ):
         return await submit(request, body, idempotency_key)
 
     @app.post("/api/v1/validation/submit", status_code=201, include_in_schema=False)
     async def submit_alias(
         request: Request, body: SubmitRunBody,  # type: ignore[valid-type]
-        idempotency_key: Optional[str] = Header(None, alias="Idempotency-Key"),
+        idempotency_key: Optional[str] = Header(None, alias="Idempotency-Key", description=IDEMPOTENCY_KEY_DOC),
     ):
         return await submit(request, body, idempotency_key)
 

@@ -9,6 +9,10 @@ Per Monte Carlo iteration and customer (coefficients freshly drawn):
   utilities do not depend on our price and are reused);
 - with competitive response (and at least one competitor): each competitor's utility again in
   months 2..T, after prices may have changed, (T - 1) x (J - 1) evaluations.
+
+Each sensitivity swing (config.swings) re-runs, with its driver moved, the whole chunks that hold
+the iterations returned as samples (a chunk's draws depend on its size, so it cannot be cut short):
+the same evaluations per iteration again for those chunks' iterations.
 """
 
 from __future__ import annotations
@@ -27,9 +31,21 @@ def evaluations_per_customer(offerings: int, grid_points: int, months: int, comp
     return offerings + grid_points + response
 
 
+def swing_chunks(iterations: int, sample_limit: int, chunk_iterations: int) -> int:
+    """Chunks holding the first `sample_limit` iterations: the chunks each swing re-runs."""
+    return -(-min(iterations, sample_limit) // chunk_iterations)
+
+
+def swing_iterations(config) -> int:
+    """Iterations each swing of `config` re-simulates (whole chunks, the run's last one possibly short)."""
+    chunk = config.chunk_iterations or DEFAULT_CHUNK_ITERATIONS
+    return min(int(config.iterations), swing_chunks(int(config.iterations), int(config.sample_limit), chunk) * chunk)
+
+
 def planned_utility_evaluations(config) -> int:
-    """Utility evaluations a completed run of `config` (a SimulationConfig) performs."""
+    """Utility evaluations a completed run of `config` (a SimulationConfig) performs, swings included."""
     per_customer = evaluations_per_customer(
         1 + len(config.competitors), len(config.price_grid), config.months, config.competitive_response
     )
-    return int(config.iterations) * customers_per_iteration(config) * per_customer
+    iterations = int(config.iterations) + len(config.swings) * swing_iterations(config)
+    return iterations * customers_per_iteration(config) * per_customer

@@ -14,7 +14,7 @@ from smvm.errors import InvalidArgument
 from smvm.v1 import simulation_pb2
 
 from services.simulation import budget
-from services.simulation.engine import runner
+from services.simulation.engine import runner, swings
 from services.simulation.spec import NONE_OPTION, TASTE_SD_PER_WTP_SIGMA, SimSpec
 
 MAX_MONTHS = 600
@@ -22,6 +22,8 @@ MAX_CUSTOMERS = 100_000
 MAX_CHUNK_ITERATIONS = 1_000_000
 MAX_PRICE_POINTS = 1_000
 MAX_LOG_SD = 5.0
+MAX_SWING_FACTOR = 10.0
+MAX_SWINGS = 16
 
 
 def _finite(field: str, value: float) -> float:
@@ -127,6 +129,8 @@ def spec_from_proto(config: simulation_pb2.SimulationConfig) -> SimSpec:
     if grid[0] <= 0 or np.any(np.diff(grid) <= 0):
         raise InvalidArgument("config.price_grid", "prices must be > 0 and strictly increasing")
 
+    swings = _swings(config)
+
     features = np.array([o[0] for o in offerings], dtype=np.float64).reshape(len(offerings), n_features)
     c = np.ascontiguousarray
     spec = SimSpec(
@@ -151,8 +155,27 @@ def spec_from_proto(config: simulation_pb2.SimulationConfig) -> SimSpec:
         off_price=c([o[2] for o in offerings], dtype=np.float64),
         price_grid=c(grid, dtype=np.float64),
         market=c(market, dtype=np.float64),
+        swings=swings,
     )
     return spec
+
+
+def _swings(config: simulation_pb2.SimulationConfig) -> list[tuple[int, float]]:
+    if len(config.swings) > MAX_SWINGS:
+        raise InvalidArgument("config.swings", f"at most {MAX_SWINGS} swings")
+    if config.swings and config.sample_limit < 1:
+        raise InvalidArgument("config.sample_limit", "swings are run for the sampled iterations: sample_limit must be >= 1")
+    out = []
+    for i, sw in enumerate(config.swings):
+        if sw.driver not in swings.DRIVERS:
+            raise InvalidArgument(f"config.swings[{i}].driver", "must name a driver (SWING_DRIVER_BASS_P, ...)")
+        if sw.driver == simulation_pb2.SWING_DRIVER_COMPETITOR_PRICES and not config.competitors:
+            raise InvalidArgument(f"config.swings[{i}].driver", "a competitor-price swing needs at least one competitor")
+        factor = _finite(f"config.swings[{i}].factor", sw.factor)
+        if not 0.0 < factor <= MAX_SWING_FACTOR:
+            raise InvalidArgument(f"config.swings[{i}].factor", f"must be in (0, {MAX_SWING_FACTOR:g}]")
+        out.append((int(sw.driver), factor))
+    return out
 
 
 def _q(row) -> simulation_pb2.Quantiles:
@@ -171,6 +194,40 @@ def _sample_from_proto(s: simulation_pb2.IterationSample) -> runner.Sample:
     return runner.Sample(
         s.iteration, s.market_size, s.bass_p, s.bass_q, s.churn, s.price_scale,
         np.array(s.monthly_customers), np.array(s.monthly_revenue_usd), np.array(s.demand_share),
+    )
+
+
+def _swing_to_proto(part: swings.SwingPart) -> simulation_pb2.SwingPaths:
+    return simulation_pb2.SwingPaths(
+        swing=simulation_pb2.DriverSwing(driver=part.driver, factor=part.factor),
+        first_iteration=part.first_iteration, iterations=part.iterations, months=part.customers.shape[1],
+        monthly_customers=part.customers.ravel().tolist(), churn=part.churn.tolist(),
+        demand_share=part.demand.ravel().tolist() if part.demand is not None else [],
+        final_share=part.final_share.ravel().tolist(), utility_evaluations=part.utility_evaluations,
+        kernel_seconds=part.kernel_seconds,
+    )
+
+
+def _swing_from_proto(paths: simulation_pb2.SwingPaths, field: str) -> swings.SwingPart:
+    """Arrays shaped by the message's own counts; runner.merge checks them against the config."""
+    n = paths.iterations
+    if n < 1 or paths.months < 1:
+        raise InvalidArgument(f"{field}.iterations", "a swing's paths need at least one iteration and one month")
+
+    def rows(name: str, values) -> np.ndarray:
+        if len(values) % n:
+            raise InvalidArgument(f"{field}.{name}", f"must hold {n} rows of equal length")
+        return np.array(values, dtype=np.float64).reshape(n, len(values) // n)
+
+    customers = rows("monthly_customers", paths.monthly_customers)
+    if customers.shape[1] != paths.months:
+        raise InvalidArgument(f"{field}.monthly_customers", f"must hold {n} x {paths.months} values")
+    return swings.SwingPart(
+        driver=paths.swing.driver, factor=paths.swing.factor, first_iteration=paths.first_iteration, iterations=n,
+        customers=customers, churn=rows("churn", paths.churn).ravel(),
+        demand=rows("demand_share", paths.demand_share) if len(paths.demand_share) else None,
+        final_share=rows("final_share", paths.final_share),
+        utility_evaluations=paths.utility_evaluations, kernel_seconds=paths.kernel_seconds,
     )
 
 
@@ -202,6 +259,7 @@ def output_to_proto(output: runner.Output) -> simulation_pb2.SimulationResult:
         ),
         chunks=output.chunks,
         engine=output.engine,
+        swings=[_swing_to_proto(part) for part in output.swings],
     )
 
 
@@ -210,6 +268,8 @@ def deterministic_bytes(result: simulation_pb2.SimulationResult) -> bytes:
     copy = simulation_pb2.SimulationResult()
     copy.CopyFrom(result)
     copy.kernel_seconds = 0.0
+    for swing in copy.swings:
+        swing.kernel_seconds = 0.0
     return copy.SerializeToString(deterministic=True)
 
 
@@ -225,6 +285,7 @@ def shard_to_proto(partial: runner.Partial) -> simulation_pb2.SimulationShard:
         chunk_start=partial.chunk_start, chunk_count=partial.chunk_count, chunks=chunks,
         samples=[_sample_to_proto(s) for s in partial.samples], utility_evaluations=partial.utility_evaluations,
         layout=partial.layout, kernel_seconds=partial.kernel_seconds,
+        swings=[_swing_to_proto(part) for part in partial.swings],
     )
 
 
@@ -240,4 +301,5 @@ def shard_from_proto(shard: simulation_pb2.SimulationShard) -> runner.Partial:
                 for c in shard.chunks],
         histogram=histogram, samples=[_sample_from_proto(s) for s in shard.samples],
         utility_evaluations=shard.utility_evaluations, kernel_seconds=shard.kernel_seconds, layout=shard.layout,
+        swings=[_swing_from_proto(p, f"shards.swings[{i}]") for i, p in enumerate(shard.swings)],
     )

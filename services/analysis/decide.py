@@ -379,7 +379,8 @@ def analyze(request: analysis_service_pb2.AnalyzeRequest, policy=None, render_do
     for sw in tornado:
         decision.sensitivity.add(driver=sw.driver, low_label=sw.low_label, high_label=sw.high_label, npv_low_usd=sw.npv_low,
                                  npv_high_usd=sw.npv_high, band_low=sw.band_low, band_high=sw.band_high,
-                                 flips_recommendation=sw.flips(composite_band) and not knockouts, method=sw.method)
+                                 flips_recommendation=sw.flips(composite_band) and not knockouts, method=sw.method,
+                                 composite_low=sw.composite_low, composite_high=sw.composite_high)
     for v in voi:
         item = decision.value_of_information.add(driver=v.driver, evppi_usd=v.evppi_usd, invest_above=bool(v.invest_above))
         if v.flip_value is not None:
@@ -421,6 +422,8 @@ class Swing:
     band_low: str
     band_high: str
     method: str = "same paths"  # | "re-simulated" | "approximated"
+    composite_low: float = 0.0
+    composite_high: float = 0.0
 
     def flips(self, base_band: str) -> bool:
         """True when either swing moves the composite out of `base_band`."""
@@ -516,7 +519,7 @@ def sensitivity(price, sim: SimInputs, request, policy: Policy, costs, wtp, comp
 
     def run(p=price, s=sim, c=costs, comp=competition):
         sc = _scenario(p, s, request, policy, c, wtp, comp, survey)
-        return sc.finance.npv_p50, band(sc.composite, policy)
+        return sc.finance.npv_p50, band(sc.composite, policy), sc.composite
 
     cases = [
         ("price", "-20%", "+20%", lambda: run(p=price * 0.8), lambda: run(p=price * 1.2), SAME_PATHS),
@@ -555,8 +558,8 @@ def sensitivity(price, sim: SimInputs, request, policy: Policy, costs, wtp, comp
                         "the simulation output carries no re-simulated swings for them")
     out = []
     for name, lo_label, hi_label, low, high, method in cases:
-        (npv_lo, band_lo), (npv_hi, band_hi) = low(), high()
-        out.append(Swing(name, lo_label, hi_label, npv_lo, npv_hi, band_lo, band_hi, method))
+        (npv_lo, band_lo, comp_lo), (npv_hi, band_hi, comp_hi) = low(), high()
+        out.append(Swing(name, lo_label, hi_label, npv_lo, npv_hi, band_lo, band_hi, method, comp_lo, comp_hi))
     return sorted(out, key=lambda s: -abs(s.npv_high - s.npv_low))
 
 

@@ -50,6 +50,16 @@ def adverse_and_favourable(request_simulation, driver: int) -> tuple[float, floa
     return (low, high) if DRIVERS[driver].higher_is_better else (high, low)
 
 
+F64 = np.dtype("<f8")  # SwingPaths' packed arrays: little-endian float64, row-major
+
+
+def _rows(raw: bytes, n: int) -> np.ndarray | None:
+    """A packed f64 array as n rows, or None when its size is not a whole number of rows."""
+    if n < 1 or not raw or len(raw) % (8 * n):
+        return None
+    return np.frombuffer(raw, dtype=F64).reshape(n, -1)
+
+
 def swung_inputs(request_simulation, sim: SimInputs, driver: int, factor: float) -> SimInputs | None:
     """The base inputs with the swing's re-simulated paths, or None when they cannot be aligned
     (no such swing, quantile scenarios only, or paths that do not cover the sampled iterations)."""
@@ -59,20 +69,21 @@ def swung_inputs(request_simulation, sim: SimInputs, driver: int, factor: float)
         return None
     used = [s.iteration for s in request_simulation.samples if len(s.monthly_revenue_usd) or len(s.monthly_customers)]
     n, months = d.n, sim.months
-    if (paths.first_iteration != 0 or paths.iterations != n or used != list(range(n)) or paths.months < months
-            or len(paths.monthly_customers) != n * paths.months or len(paths.churn) != n):
+    customers, churn = _rows(paths.monthly_customers_f64, n), _rows(paths.churn_f64, n)
+    if (paths.first_iteration != 0 or paths.iterations != n or used != list(range(n)) or customers is None
+            or customers.shape[1] != paths.months or paths.months < months or churn is None or churn.shape[1] != 1):
         return None
-    customers = _clean(paths.monthly_customers).reshape(n, paths.months)[:, :months]
+    customers = _clean(customers[:, :months])
     demand, mean_share = d.demand_share, sim.mean_share
-    if len(paths.demand_share):
+    if paths.demand_share_f64:
         _, _, idx, _ = _demand_curve(request_simulation)
-        grid = len(request_simulation.demand_curve)
-        if len(paths.demand_share) != n * grid:
+        rows = _rows(paths.demand_share_f64, n)
+        if rows is None or rows.shape[1] != len(request_simulation.demand_curve):
             return None
-        demand = _clean(paths.demand_share, 0.0, 1.0).reshape(n, grid)[:, idx]
+        demand = _clean(rows[:, idx], 0.0, 1.0)
         mean_share = demand.T @ d.weights
     draws = dataclasses.replace(d, customers=customers, revenue=customers * sim.sim_price,
-                                churn=np.clip(_clean(paths.churn), 0.0, 1.0), demand_share=demand)
+                                churn=np.clip(_clean(churn.ravel()), 0.0, 1.0), demand_share=demand)
     return dataclasses.replace(sim, draws=draws, mean_share=mean_share, warnings=[])
 
 
@@ -87,8 +98,9 @@ def swung_competition(competition: tuple, request_simulation, driver: int, facto
         return competition
     paths = next((p for p in request_simulation.swings if p.swing.driver == driver and p.swing.factor == factor), None)
     names = [s.name for s in request_simulation.offering_shares]
-    if paths is not None and names and paths.iterations > 0 and len(paths.final_share) == paths.iterations * len(names):
-        mean = np.asarray(paths.final_share, dtype=float).reshape(paths.iterations, len(names)).mean(axis=0)
+    rows = _rows(paths.final_share_f64, paths.iterations) if paths is not None else None
+    if rows is not None and names and rows.shape[1] == len(names):
+        mean = rows.mean(axis=0)
         shares = {name: float(m) for name, m in zip(names, mean) if name != "none"}
         if shares:
             mine = our_name if our_name in shares else next(iter(shares))

@@ -154,8 +154,9 @@ def customers_per_iteration(config: simulation_pb2.SimulationConfig) -> int:
 
 
 def swing_iterations(config: simulation_pb2.SimulationConfig) -> int:
-    """Iterations each sensitivity swing re-simulates: the whole chunks holding the sampled
-    iterations (services/simulation/budget.py counts the same for the simulation's own check)."""
-    chunk = config.chunk_iterations or CHUNK_ITERATIONS
-    sampled_chunks = -(-min(config.iterations, config.sample_limit) // chunk)
-    return min(config.iterations, sampled_chunks * chunk)
+    """Iterations the sensitivity swings re-simulate through the whole kernel, all together (the
+    simulation's own budget rule; Bass and churn swings without competitive response re-run only
+    the adoption recurrence and evaluate no utility)."""
+    from services.simulation.budget import swing_rerun_iterations  # pure Python: no engine imported
+
+    return swing_rerun_iterations(config)

@@ -197,36 +197,45 @@ def _sample_from_proto(s: simulation_pb2.IterationSample) -> runner.Sample:
     )
 
 
+F64 = np.dtype("<f8")  # SwingPaths' packed arrays
+
+
+def _f64(array: np.ndarray | None) -> bytes:
+    return b"" if array is None else np.ascontiguousarray(array, dtype=F64).tobytes()
+
+
 def _swing_to_proto(part: swings.SwingPart) -> simulation_pb2.SwingPaths:
     return simulation_pb2.SwingPaths(
         swing=simulation_pb2.DriverSwing(driver=part.driver, factor=part.factor),
         first_iteration=part.first_iteration, iterations=part.iterations, months=part.customers.shape[1],
-        monthly_customers=part.customers.ravel().tolist(), churn=part.churn.tolist(),
-        demand_share=part.demand.ravel().tolist() if part.demand is not None else [],
-        final_share=part.final_share.ravel().tolist(), utility_evaluations=part.utility_evaluations,
+        monthly_customers_f64=_f64(part.customers), churn_f64=_f64(part.churn), demand_share_f64=_f64(part.demand),
+        final_share_f64=_f64(part.final_share), utility_evaluations=part.utility_evaluations,
         kernel_seconds=part.kernel_seconds,
     )
 
 
+def swing_rows(paths: simulation_pb2.SwingPaths, name: str, field: str) -> np.ndarray:
+    """One of SwingPaths' packed arrays as (iterations, width) float64 rows; InvalidArgument naming
+    the field when its size is not a whole number of rows."""
+    raw = getattr(paths, name)
+    n = paths.iterations
+    if n < 1 or len(raw) % (8 * n):
+        raise InvalidArgument(f"{field}.{name}", f"must hold {n} rows of float64 values")
+    return np.frombuffer(raw, dtype=F64).reshape(n, -1).astype(np.float64)
+
+
 def _swing_from_proto(paths: simulation_pb2.SwingPaths, field: str) -> swings.SwingPart:
     """Arrays shaped by the message's own counts; runner.merge checks them against the config."""
-    n = paths.iterations
-    if n < 1 or paths.months < 1:
+    if paths.iterations < 1 or paths.months < 1:
         raise InvalidArgument(f"{field}.iterations", "a swing's paths need at least one iteration and one month")
-
-    def rows(name: str, values) -> np.ndarray:
-        if len(values) % n:
-            raise InvalidArgument(f"{field}.{name}", f"must hold {n} rows of equal length")
-        return np.array(values, dtype=np.float64).reshape(n, len(values) // n)
-
-    customers = rows("monthly_customers", paths.monthly_customers)
+    customers = swing_rows(paths, "monthly_customers_f64", field)
     if customers.shape[1] != paths.months:
-        raise InvalidArgument(f"{field}.monthly_customers", f"must hold {n} x {paths.months} values")
+        raise InvalidArgument(f"{field}.monthly_customers_f64", f"must hold {paths.iterations} x {paths.months} values")
     return swings.SwingPart(
-        driver=paths.swing.driver, factor=paths.swing.factor, first_iteration=paths.first_iteration, iterations=n,
-        customers=customers, churn=rows("churn", paths.churn).ravel(),
-        demand=rows("demand_share", paths.demand_share) if len(paths.demand_share) else None,
-        final_share=rows("final_share", paths.final_share),
+        driver=paths.swing.driver, factor=paths.swing.factor, first_iteration=paths.first_iteration,
+        iterations=paths.iterations, customers=customers, churn=swing_rows(paths, "churn_f64", field).ravel(),
+        demand=swing_rows(paths, "demand_share_f64", field) if paths.demand_share_f64 else None,
+        final_share=swing_rows(paths, "final_share_f64", field),
         utility_evaluations=paths.utility_evaluations, kernel_seconds=paths.kernel_seconds,
     )
 

@@ -87,7 +87,8 @@ class SimSpec:
 
     def planned_utility_evaluations(self) -> int:
         swing_iterations = min(self.iterations, self.swing_chunks * self.chunk_iterations)
-        return (self.iterations + len(self.swings) * swing_iterations) * self.evaluations_per_iteration()
+        reruns = sum(1 for driver, _ in self.swings if budget.reruns_kernel(driver, self.competitive_response))
+        return (self.iterations + reruns * swing_iterations) * self.evaluations_per_iteration()
 
     def check_budget(self) -> None:
         """Refuse before any work when the run would exceed max_utility_evaluations (0 = none)."""

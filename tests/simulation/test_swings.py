@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from services.simulation import budget, convert
-from services.simulation.engine import reference, runner
+from services.simulation.engine import kernel, reference, runner, swings
 from services.simulation.servicer import SimulationServicer
 from smvm.errors import InvalidArgument, ResourceExhausted
 from smvm.v1 import simulation_pb2, simulation_service_pb2 as pb
@@ -34,11 +34,10 @@ def _base_paths(output):
 
 
 @pytest.mark.parametrize("response", [False, True])
-@pytest.mark.parametrize("simulate", [None, reference.simulate], ids=["kernel", "reference"])
-def test_a_swing_at_factor_one_reproduces_the_base_run_bit_for_bit(config_factory, response, simulate):
+def test_a_swing_at_factor_one_reproduces_the_base_run_bit_for_bit(config_factory, response):
     config = _with_swings(config_factory(iterations=50, chunk_iterations=16, sample_limit=37, response=response),
                           [(BASS_P, 1.0), (BASS_Q, 1.0), (CHURN, 1.0), (COMPETITORS, 1.0)])
-    _, out = _run(config, simulate)
+    _, out = _run(config)
     customers, demand = _base_paths(out)
     churn = np.array([s.churn for s in out.samples])
     assert customers.shape == (37, 12)
@@ -50,6 +49,32 @@ def test_a_swing_at_factor_one_reproduces_the_base_run_bit_for_bit(config_factor
             assert swing.demand.tobytes() == demand.tobytes()
         else:
             assert swing.demand is None  # the demand curve does not depend on Bass p, q or churn
+
+
+def test_swings_on_the_numpy_reference_engine_match_its_base_run(config_factory):
+    """Kernel re-runs go through the engine given (bit for bit); the recurrence-only swings use the
+    kernel's recurrence on the reference's draws (equal to rounding)."""
+    config = _with_swings(config_factory(iterations=40, sample_limit=40), [(CHURN, 1.0), (COMPETITORS, 1.0)])
+    _, out = _run(config, reference.simulate)
+    customers, demand = _base_paths(out)
+    churn, competitors = out.swings
+    assert competitors.customers.tobytes() == customers.tobytes() and competitors.demand.tobytes() == demand.tobytes()
+    np.testing.assert_allclose(churn.customers, customers, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("driver, factor", [(BASS_P, 0.75), (BASS_Q, 1.25), (CHURN, 1.25), (CHURN, 0.5)])
+def test_a_recurrence_only_swing_equals_the_whole_kernel_re_run(config_factory, driver, factor):
+    """Without competitive response Bass p, q and churn enter only the adoption recurrence: re-running
+    it on the base draws gives what re-running the whole kernel on the swung spec gives."""
+    config = _with_swings(config_factory(iterations=40, chunk_iterations=16, sample_limit=40), [(driver, factor)])
+    spec, out = _run(config)
+    assert out.swings[0].utility_evaluations == 0  # nothing but the recurrence ran
+    whole = swings.concatenate([swings.run_chunk(spec, 0, c, kernel.simulate) for c in range(spec.n_chunks)])
+    assert whole.utility_evaluations == 40 * spec.evaluations_per_iteration()
+    np.testing.assert_allclose(out.swings[0].customers, whole.customers, rtol=1e-12)
+    np.testing.assert_allclose(out.swings[0].churn, whole.churn, rtol=1e-14)
+    assert out.swings[0].final_share.tobytes() == whole.final_share.tobytes()
+    assert not np.allclose(whole.customers, _base_paths(out)[0], rtol=1e-6)
 
 
 def test_a_swing_moves_only_its_driver(config_factory):
@@ -110,25 +135,27 @@ def test_swings_are_deterministic_by_seed_and_split_invariant(config_factory, se
     assert [s.iterations for s in split.swings] == [45, 45, 45]
     config.seed = seed ^ 1
     other = convert.output_to_proto(_run(config)[1])
-    assert list(other.swings[0].monthly_customers) != list(split.swings[0].monthly_customers)
+    assert other.swings[0].monthly_customers_f64 != split.swings[0].monthly_customers_f64
 
 
-def test_only_the_sampled_chunks_are_re_run_and_every_evaluation_is_counted(config_factory):
-    config = _with_swings(config_factory(iterations=100, chunk_iterations=16, sample_limit=20),
-                          [(BASS_P, 0.75), (BASS_P, 1.25)])
+@pytest.mark.parametrize("response", [False, True])
+def test_only_the_sampled_chunks_are_re_run_and_every_evaluation_is_counted(config_factory, response):
+    config = _with_swings(config_factory(iterations=100, chunk_iterations=16, sample_limit=20, response=response),
+                          [(BASS_P, 0.75), (COMPETITORS, 1.25), (CHURN, 1.25)])
     spec, out = _run(config)
     assert spec.swing_chunks == 2  # iterations 0..19 live in chunks 0 and 1
     per_iteration = spec.evaluations_per_iteration()
-    assert [s.utility_evaluations for s in out.swings] == [32 * per_iteration] * 2
-    assert out.utility_evaluations == (100 + 2 * 32) * per_iteration
+    reruns = [1, 1, 1] if response else [0, 1, 0]  # without response Bass and churn re-run only the recurrence
+    assert [s.utility_evaluations for s in out.swings] == [r * 32 * per_iteration for r in reruns]
+    assert out.utility_evaluations == (100 + sum(reruns) * 32) * per_iteration
     assert budget.planned_utility_evaluations(config) == out.utility_evaluations == spec.planned_utility_evaluations()
-    assert budget.swing_iterations(config) == 32
+    assert budget.swing_iterations(config) == 32 and budget.swing_rerun_iterations(config) == sum(reruns) * 32
 
 
 def test_a_budget_that_fits_the_base_run_but_not_the_swings_is_refused_before_work(config_factory):
     config = config_factory(iterations=40, chunk_iterations=16, sample_limit=40)
     base = budget.planned_utility_evaluations(config)
-    _with_swings(config, [(CHURN, 1.25), (CHURN, 0.75)])
+    _with_swings(config, [(COMPETITORS, 1.25), (COMPETITORS, 0.75), (CHURN, 1.25)])
     config.max_utility_evaluations = base + 1  # the base run alone would fit
     servicer = SimulationServicer(max_iterations=10_000)
     with pytest.raises(ResourceExhausted) as err:
@@ -143,12 +170,14 @@ async def test_the_servicer_streams_swing_progress_and_returns_the_paths(config_
     servicer = SimulationServicer(max_iterations=10_000)
     events = [e async for e in servicer.RunSimulation(pb.RunSimulationRequest(config=config), None)]
     progress = [e.progress for e in events[:-1]]
-    assert [p.chunks_done for p in progress] == list(range(1, 10)) and progress[-1].fraction == 1.0
-    assert {p.chunks_total for p in progress} == {3 + 2 * 3}
+    assert [p.chunks_done for p in progress] == list(range(1, 7)) and progress[-1].fraction == 1.0
+    assert {p.chunks_total for p in progress} == {3 + 3}  # base chunks + the competitor swing's re-runs
     result = events[-1].result
     assert [(s.swing.driver, s.swing.factor) for s in result.swings] == [(BASS_P, 0.75), (COMPETITORS, 1.2)]
-    assert len(result.swings[0].monthly_customers) == 40 * 12 and not result.swings[0].demand_share
-    assert len(result.swings[1].demand_share) == 40 * 5 and len(result.swings[1].final_share) == 40 * 5
+    assert len(result.swings[0].monthly_customers_f64) == 8 * 40 * 12 and not result.swings[0].demand_share_f64
+    assert len(result.swings[1].demand_share_f64) == 8 * 40 * 5 and len(result.swings[1].final_share_f64) == 8 * 40 * 5
+    decoded = convert.swing_rows(result.swings[1], "demand_share_f64", "swings[1]")
+    assert decoded.shape == (40, 5) and np.all((decoded >= 0) & (decoded <= 1))
 
 
 @pytest.mark.parametrize("swing, sample_limit, competitors, field", [

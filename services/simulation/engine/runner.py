@@ -264,7 +264,9 @@ def chunk_generator(seed: int, chunk: int) -> np.random.Generator:
     return np.random.Generator(np.random.SFC64(np.random.SeedSequence(seed, spawn_key=(chunk,))))
 
 
-def _run_one(spec, rows: Rows, chunk: int, simulate):
+def _run_one(spec, rows: Rows, chunk: int, simulate, recurrence_swings: tuple[int, ...] = ()):
+    """One base chunk: its sums, histogram counts, samples, evaluations and seconds, and for a
+    sampled chunk the swings that only re-run the adoption recurrence on its draws (swings.py)."""
     first, end = spec.chunk_range(chunk)
     rng = chunk_generator(spec.seed, chunk)
     started = time.perf_counter()
@@ -272,11 +274,14 @@ def _run_one(spec, rows: Rows, chunk: int, simulate):
     seconds = time.perf_counter() - started
     sums, counts = _chunk_stats(spec, rows, out)
     samples = []
-    market, customers, _, revenue, _, _, _, demand, _, _ = out
+    market, customers, _, revenue, final_shares, _, base_share, demand, _, _ = out
     for local in range(min(end, spec.sample_limit) - first):
         samples.append(Sample(first + local, *map(float, market[local]), customers[local].copy(),
                               revenue[local].copy(), demand[local].copy()))
-    return ChunkSums(chunk, end - first, sums), counts, samples, int(out[-1]), seconds
+    swung = []
+    if first < spec.sampled_iterations:
+        swung = [(s, swings.from_base(spec, s, first, market, base_share, final_shares)) for s in recurrence_swings]
+    return ChunkSums(chunk, end - first, sums), counts, samples, int(out[-1]), seconds, swung
 
 
 def default_threads() -> int:
@@ -310,11 +315,12 @@ def run_chunks(
     threads: int | None = None,
     simulate=None,
 ) -> Partial:
-    """Run chunks [chunk_start, chunk_start + chunk_count), several at a time on threads, then the
-    config's swings on those of them that hold sampled iterations (swings.py).
+    """Run chunks [chunk_start, chunk_start + chunk_count), several at a time on threads, and the
+    config's swings on those of them that hold sampled iterations (swings.py): the recurrence-only
+    swings with their base chunk, the kernel re-runs as jobs of their own.
 
     Each chunk is single-threaded and seeded by its index, so the thread count changes speed only.
-    Progress counts base and swing chunks together. `should_stop` is checked before each chunk
+    Progress counts base chunks and kernel re-runs together. `should_stop` is checked before each chunk
     starts; when it says stop, running chunks finish and Cancelled is raised (the servicer's stop
     covers both a cancelled call and a passed deadline).
     """
@@ -323,8 +329,10 @@ def run_chunks(
     simulate = simulate or kernel.simulate
     rows = rows_for(spec)
     swing_range = range(chunk_start, min(chunk_start + chunk_count, spec.swing_chunks))
+    rerun = [s for s, (driver, _) in enumerate(spec.swings) if swings.reruns_kernel(driver, spec.competitive_response)]
+    recurrence = tuple(s for s in range(len(spec.swings)) if s not in rerun)
     jobs = [(None, c) for c in range(chunk_start, chunk_start + chunk_count)]
-    jobs += [(s, c) for s in range(len(spec.swings)) for c in swing_range]
+    jobs += [(s, c) for s in rerun for c in swing_range]
     total = len(jobs)
     workers = max(1, min(threads or default_threads(), total))
     histogram = np.zeros(rows.count * BINS, dtype=np.int64)
@@ -342,7 +350,7 @@ def run_chunks(
                 break
             swing, chunk = jobs.pop(0)
             if swing is None:
-                running.append((None, executor.submit(_run_one, spec, rows, chunk, simulate)))
+                running.append((None, executor.submit(_run_one, spec, rows, chunk, simulate, recurrence)))
             else:
                 running.append((swing, executor.submit(swings.run_chunk, spec, swing, chunk, simulate)))
         if stopped and not running:
@@ -351,7 +359,10 @@ def run_chunks(
             break
         swing, future = running.pop(0)
         if swing is None:
-            sums, counts, chunk_samples, chunk_evals, chunk_seconds = future.result()
+            sums, counts, chunk_samples, chunk_evals, chunk_seconds, swung = future.result()
+            for s, part in swung:
+                swing_parts[s].append(part)
+                chunk_seconds += part.kernel_seconds
             tree.add(sums)
             histogram += counts
             samples.extend(chunk_samples)

@@ -6,16 +6,25 @@ size, never on a parameter's value (the uniforms are one block per chunk, the no
 count per iteration, and the ziggurat's extra words depend on the words alone), so a swung run
 has the same customers, the same coefficients and the same market draws; only the driver moves:
 
-- Bass p / Bass q: the prior means, so every iteration's p (q) is p x factor (q x factor);
-- churn: the prior mean, so every iteration's churn is churn x factor, still clipped to [0, 0.5];
+- Bass p / Bass q: every iteration's drawn p (q) x factor;
+- churn: every iteration's drawn churn x factor, capped at 0.5 like the draw;
 - competitor prices: every competitor's list price x factor (competitive response, when on,
   re-prices from there).
 
-At factor 1.0 the swung spec equals the base spec and the paths are the base run's, bit for bit.
-Only the chunks that hold the sampled iterations are re-run (the analysis scores the decision on
-those iterations); the result carries, per swing, the paths the analysis re-scores: monthly
-customers (revenue is customers x our price), churn, final-month shares and, for the one driver
-that moves the demand curve (competitor prices), the curve.
+Two ways to run a swing, the same model:
+- re-run the whole kernel on the swung spec (`run_chunk`): competitor prices, and every driver when
+  competitive response is on. Its utility evaluations are counted (budget.py);
+- Bass p, q and churn without competitive response enter only the months' adoption recurrence:
+  customers' utilities and choice shares do not depend on them, so the kernel's own recurrence
+  (kernel.adoption_paths) runs again on the base chunk's draws and shares with the driver moved
+  (`from_base`, no utility evaluated). A test checks it against the whole re-run (to rounding:
+  the full run moves the prior mean, which is p x factor up to the last bit).
+
+At factor 1.0 the swing's paths are the base run's, bit for bit, either way. Only the chunks that
+hold the sampled iterations are swung (the analysis scores the decision on those iterations); the
+result carries, per swing, the paths the analysis re-scores: monthly customers (revenue is
+customers x our price), churn, final-month shares and, for the one driver that moves the demand
+curve (competitor prices), the curve.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from services.simulation import budget
 from smvm.errors import InvalidArgument
 from smvm.v1 import simulation_pb2
 
@@ -42,6 +52,12 @@ _MARKET_INDEX = {
     simulation_pb2.SWING_DRIVER_BASS_Q: 4,
     simulation_pb2.SWING_DRIVER_CHURN: 6,
 }
+
+
+def reruns_kernel(driver: int, competitive_response: bool) -> bool:
+    """Whether the swing re-runs the whole kernel (and evaluates utilities) rather than only the
+    adoption recurrence on the base run's draws (the budget's rule, budget.reruns_kernel)."""
+    return budget.reruns_kernel(driver, competitive_response)
 
 
 def moves_demand(driver: int) -> bool:
@@ -95,6 +111,30 @@ def run_chunk(spec, swing: int, chunk: int, simulate) -> SwingPart:
         customers=customers[:kept].copy(), churn=market[:kept, 3].copy(),
         demand=demand[:kept].copy() if moves_demand(driver) else None,
         final_share=final_shares[:kept].copy(), utility_evaluations=int(evaluations), kernel_seconds=seconds,
+    )
+
+
+def from_base(spec, swing: int, first: int, draws: np.ndarray, base_share: np.ndarray,
+              final_shares: np.ndarray) -> SwingPart:
+    """A Bass p, q or churn swing (no competitive response) of the base chunk starting at
+    iteration `first`, for its sampled iterations: the adoption recurrence with the driver moved."""
+    from services.simulation.engine.kernel import adoption_paths
+
+    driver, factor = spec.swings[swing]
+    kept = min(first + draws.shape[0], spec.sampled_iterations) - first
+    started = time.perf_counter()
+    moved = draws[:kept].copy()
+    column = {simulation_pb2.SWING_DRIVER_BASS_P: 1, simulation_pb2.SWING_DRIVER_BASS_Q: 2,
+              simulation_pb2.SWING_DRIVER_CHURN: 3}[driver]
+    moved[:, column] *= factor
+    if driver == simulation_pb2.SWING_DRIVER_CHURN:
+        np.minimum(moved[:, 3], 0.5, out=moved[:, 3])
+    customers, share, revenue = (np.empty((kept, spec.months)) for _ in range(3))
+    adoption_paths(moved, np.ascontiguousarray(base_share[:kept]), spec.off_price[0], customers, share, revenue)
+    return SwingPart(
+        driver=driver, factor=factor, first_iteration=first, iterations=kept, customers=customers,
+        churn=moved[:, 3].copy(), demand=None, final_share=final_shares[:kept].copy(), utility_evaluations=0,
+        kernel_seconds=time.perf_counter() - started,
     )
 
 

@@ -210,7 +210,6 @@ def _swing_to_proto(part: swings.SwingPart) -> simulation_pb2.SwingPaths:
         first_iteration=part.first_iteration, iterations=part.iterations, months=part.customers.shape[1],
         monthly_customers_f64=_f64(part.customers), churn_f64=_f64(part.churn), demand_share_f64=_f64(part.demand),
         final_share_f64=_f64(part.final_share), utility_evaluations=part.utility_evaluations,
-        kernel_seconds=part.kernel_seconds,
     )
 
 
@@ -236,7 +235,7 @@ def _swing_from_proto(paths: simulation_pb2.SwingPaths, field: str) -> swings.Sw
         iterations=paths.iterations, customers=customers, churn=swing_rows(paths, "churn_f64", field).ravel(),
         demand=swing_rows(paths, "demand_share_f64", field) if paths.demand_share_f64 else None,
         final_share=swing_rows(paths, "final_share_f64", field),
-        utility_evaluations=paths.utility_evaluations, kernel_seconds=paths.kernel_seconds,
+        utility_evaluations=paths.utility_evaluations, kernel_seconds=0.0,  # in the shard's kernel_seconds
     )
 
 
@@ -277,8 +276,6 @@ def deterministic_bytes(result: simulation_pb2.SimulationResult) -> bytes:
     copy = simulation_pb2.SimulationResult()
     copy.CopyFrom(result)
     copy.kernel_seconds = 0.0
-    for swing in copy.swings:
-        swing.kernel_seconds = 0.0
     return copy.SerializeToString(deterministic=True)
 
 

@@ -207,3 +207,21 @@ def test_merge_refuses_shards_whose_swings_do_not_cover_the_samples(config_facto
     with pytest.raises(InvalidArgument) as err:
         runner.merge(spec, [first_again, runner.run_chunks(spec, 1, 2)])
     assert err.value.field == "shards[0].swings[0]"
+
+
+def test_the_orchestrator_asks_for_the_swings_and_reserves_their_evaluations(config_factory):
+    """The default config carries the tornado's swings; the reservation covers the kernel re-runs."""
+    from services.orchestrator import pipeline, simconfig
+
+    with_competitors = [(s.driver, s.factor) for s in simconfig.default_swings(True)]
+    assert with_competitors == [(BASS_P, 0.75), (BASS_P, 1.25), (BASS_Q, 0.75), (BASS_Q, 1.25),
+                                (CHURN, 1.25), (CHURN, 0.75), (COMPETITORS, 0.8), (COMPETITORS, 1.2)]
+    assert all(s.driver != COMPETITORS for s in simconfig.default_swings(False))
+    for response in (False, True):
+        config = config_factory(iterations=600, chunk_iterations=256, sample_limit=300, response=response)
+        plain = pipeline.planned_utility_evaluations(config)
+        config.swings.extend(simconfig.default_swings(True))
+        reruns = 8 if response else 2  # swings that re-run the kernel, each on 512 iterations (2 chunks)
+        assert simconfig.swing_iterations(config) == reruns * 512
+        assert pipeline.planned_utility_evaluations(config) == plain * (600 + reruns * 512) // 600
+        assert budget.planned_utility_evaluations(config) == convert.spec_from_proto(config).planned_utility_evaluations()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -36,10 +37,11 @@ from smvm.v1 import analysis_service_pb2
 
 
 def simulate(config):
+    """(result, wall seconds, CPU seconds of the whole process, all threads)."""
     spec = convert.spec_from_proto(config)
-    started = time.perf_counter()
+    cpu, started = time.process_time(), time.perf_counter()
     result = convert.output_to_proto(runner.merge(spec, [runner.run_chunks(spec, 0, spec.n_chunks)]))
-    return result, time.perf_counter() - started
+    return result, time.perf_counter() - started, time.process_time() - cpu
 
 
 def artifact_seconds(result) -> tuple[float, int]:
@@ -65,12 +67,14 @@ def main() -> None:
     swung_config = default_config()
     swung_config.swings.extend(simconfig.default_swings(with_competitors=True))
     simulate(base_config), simulate(swung_config)  # warm: pools, caches
-    base_s, swung_s = [], []
+    base_s, swung_s, base_cpu, swung_cpu = [], [], [], []
     for _ in range(args.repeats):
-        base, t = simulate(base_config)
+        base, t, c = simulate(base_config)
         base_s.append(t)
-        swung, t = simulate(swung_config)
+        base_cpu.append(c)
+        swung, t, c = simulate(swung_config)
         swung_s.append(t)
+        swung_cpu.append(c)
     evaluations = [s.utility_evaluations for s in swung.swings]
 
     json_base, json_swung = [], []
@@ -100,6 +104,9 @@ def main() -> None:
         "simulation_base_ms_median": 1e3 * med(base_s), "simulation_with_swings_ms_median": 1e3 * med(swung_s),
         "simulation_base_ms_min": 1e3 * min(base_s), "simulation_with_swings_ms_min": 1e3 * min(swung_s),
         "swings_added_ms_median": 1e3 * (med(swung_s) - med(base_s)),
+        "simulation_base_cpu_ms_median": 1e3 * med(base_cpu), "simulation_with_swings_cpu_ms_median": 1e3 * med(swung_cpu),
+        "swings_added_cpu_ms_median": 1e3 * (med(swung_cpu) - med(base_cpu)),
+        "load_average_1min": os.getloadavg()[0],
         "utility_evaluations_base": base.utility_evaluations, "utility_evaluations_with_swings": swung.utility_evaluations,
         "swing_evaluations": sum(evaluations),
         "result_bytes_base": base.ByteSize(), "result_bytes_with_swings": swung.ByteSize(),
@@ -112,8 +119,9 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2)
-    print(f"swings: +{out['swings_added_ms_median']:.1f} ms simulation (median {out['simulation_base_ms_median']:.1f} -> "
-          f"{out['simulation_with_swings_ms_median']:.1f} ms), {len(swung.swings)} swings x "
+    print(f"swings: +{out['swings_added_ms_median']:.1f} ms simulation wall (median {out['simulation_base_ms_median']:.1f} -> "
+          f"{out['simulation_with_swings_ms_median']:.1f} ms), +{out['swings_added_cpu_ms_median']:.1f} ms CPU "
+          f"({out['simulation_base_cpu_ms_median']:.1f} -> {out['simulation_with_swings_cpu_ms_median']:.1f}), {len(swung.swings)} swings x "
           f"{swung.swings[0].iterations} iterations, analysis {out['analysis_ms_approximated']:.0f} -> "
           f"{out['analysis_ms_resimulated']:.0f} ms")
 

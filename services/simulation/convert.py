@@ -129,7 +129,7 @@ def spec_from_proto(config: simulation_pb2.SimulationConfig) -> SimSpec:
     if grid[0] <= 0 or np.any(np.diff(grid) <= 0):
         raise InvalidArgument("config.price_grid", "prices must be > 0 and strictly increasing")
 
-    swings = _swings(config)
+    driver_swings = _swings(config)
 
     features = np.array([o[0] for o in offerings], dtype=np.float64).reshape(len(offerings), n_features)
     c = np.ascontiguousarray
@@ -155,7 +155,7 @@ def spec_from_proto(config: simulation_pb2.SimulationConfig) -> SimSpec:
         off_price=c([o[2] for o in offerings], dtype=np.float64),
         price_grid=c(grid, dtype=np.float64),
         market=c(market, dtype=np.float64),
-        swings=swings,
+        swings=driver_swings,
     )
     return spec
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.analysis import pricing, report, risk, surveys
+from services.analysis import pricing, report, resimulated, risk, surveys
 from services.analysis.costs import cost_assumptions
 from services.analysis.financials import FinancialSummary, summarise
 from services.analysis.inputs import SimInputs, read_simulation
@@ -326,7 +326,7 @@ def analyze(request: analysis_service_pb2.AnalyzeRequest, policy=None, render_do
         drivers = {k: getattr(d, k) for k in DRIVER_LABELS}
         voi = evppi(used.finance.npv, drivers, d.weights, int(pol.num("voi.bins")))
 
-    tornado = sensitivity(price, sim, request, pol, costs, wtp, competition, survey)
+    tornado = sensitivity(price, sim, request, pol, costs, wtp, competition, survey, our_name, warnings)
     risks = risk.assess(used, pol, knockouts)
 
     decision = decision_pb2.Decision(
@@ -379,7 +379,8 @@ def analyze(request: analysis_service_pb2.AnalyzeRequest, policy=None, render_do
     for sw in tornado:
         decision.sensitivity.add(driver=sw.driver, low_label=sw.low_label, high_label=sw.high_label, npv_low_usd=sw.npv_low,
                                  npv_high_usd=sw.npv_high, band_low=sw.band_low, band_high=sw.band_high,
-                                 flips_recommendation=sw.flips(composite_band) and not knockouts)
+                                 flips_recommendation=sw.flips(composite_band) and not knockouts, method=sw.method,
+                                 composite_low=sw.composite_low, composite_high=sw.composite_high)
     for v in voi:
         item = decision.value_of_information.add(driver=v.driver, evppi_usd=v.evppi_usd, invest_above=bool(v.invest_above))
         if v.flip_value is not None:
@@ -420,17 +421,28 @@ class Swing:
     npv_high: float
     band_low: str
     band_high: str
+    method: str = "same paths"  # | "re-simulated" | "approximated"
+    composite_low: float = 0.0
+    composite_high: float = 0.0
 
     def flips(self, base_band: str) -> bool:
         """True when either swing moves the composite out of `base_band`."""
         return self.band_low != base_band or self.band_high != base_band
 
 
+RESIMULATED = "re-simulated"
+SAME_PATHS = "same paths"
+APPROXIMATED = "approximated"
+# Factors of the fallback approximations (an old simulation output without re-simulated swings).
+_FALLBACK_FACTORS = {resimulated.BASS_P: (0.75, 1.25), resimulated.BASS_Q: (0.75, 1.25),
+                     resimulated.CHURN: (1.25, 0.75), resimulated.COMPETITOR_PRICES: (0.8, 1.2)}
+
+
 def bass_active_share(p, q, churn, months: int) -> np.ndarray:
     """Active share of the market under discrete Bass diffusion with churn, per iteration (n, months).
 
-    a_t = a_{t-1} (1 - churn) + (p + q a_{t-1}) (1 - a_{t-1}), a_0 = 0. Used only as a ratio: a
-    driver's swing rescales each simulated path by a_t(swung) / a_t(as drawn), same iteration.
+    a_t = a_{t-1} (1 - churn) + (p + q a_{t-1}) (1 - a_{t-1}), a_0 = 0. Fallback only (see
+    _bass_swing): used as a ratio, a driver's swing rescales each path by a_t(swung) / a_t(as drawn).
     """
     p, q, churn = (np.clip(np.asarray(x, dtype=float), 0.0, 1.0) for x in (p, q, churn))
     a = np.zeros_like(p)
@@ -442,6 +454,8 @@ def bass_active_share(p, q, churn, months: int) -> np.ndarray:
 
 
 def _bass_swing(sim: SimInputs, p=1.0, q=1.0, churn=1.0) -> SimInputs:
+    """Fallback approximation of a Bass p / q / churn swing for a simulation output without
+    re-simulated swings: each path rescaled by a closed-form Bass ratio, market dynamics ignored."""
     d = sim.draws
     base = bass_active_share(d.bass_p, d.bass_q, d.churn, sim.months)
     new_churn = np.clip(d.churn * churn, 0.0, 1.0)
@@ -452,11 +466,9 @@ def _bass_swing(sim: SimInputs, p=1.0, q=1.0, churn=1.0) -> SimInputs:
 
 
 def _competitor_price_swing(sim: SimInputs, factor: float) -> SimInputs:
-    """Competitors' prices x factor, approximated as our relative price moving by 1 / factor.
-
-    Exact when choice depends on price ratios; the curve is q(p / factor). Paths are rescaled so
-    that adoption at the simulated price follows the shifted curve (common random numbers).
-    """
+    """Fallback approximation of a competitor-price swing for a simulation output without
+    re-simulated swings: competitors' prices x factor taken as our relative price moving by
+    1 / factor (exact only when choice depends on price ratios); the curve is q(p / factor)."""
     d = sim.draws
     x = sim.prices / factor
     shifted = np.array([np.interp(x, sim.prices, row) for row in d.demand_share])
@@ -468,46 +480,86 @@ def _competitor_price_swing(sim: SimInputs, factor: float) -> SimInputs:
         d, demand_share=shifted, customers=d.customers * r, revenue=d.revenue * r))
 
 
-def sensitivity(price, sim: SimInputs, request, policy: Policy, costs, wtp, competition, survey=None) -> list[Swing]:
+def _approximated(sim: SimInputs, driver: int, factor: float) -> SimInputs:
+    if driver == resimulated.COMPETITOR_PRICES:
+        return _competitor_price_swing(sim, factor)
+    name = {resimulated.BASS_P: "p", resimulated.BASS_Q: "q", resimulated.CHURN: "churn"}[driver]
+    return _bass_swing(sim, **{name: factor})
+
+
+def sensitivity(price, sim: SimInputs, request, policy: Policy, costs, wtp, competition, survey=None,
+                our_name: str = "", warnings: list[str] | None = None) -> list[Swing]:
     """One-at-a-time swings of the key drivers on the same simulated worlds (common random numbers).
 
     Each swing re-scores the whole matrix, so a driver whose swing changes the band is visible.
-    Bass p, q and churn swings rescale each iteration's path by the Bass model's ratio (they need
-    per-iteration samples); competitor prices move our relative price (see _competitor_price_swing).
+
+    Re-simulated ("re-simulated"): Bass p, Bass q, churn and competitor prices. The simulation
+    service re-ran the market with the driver moved on the same seed (SimulationResult.swings), so
+    awareness, adoption, churn's return to the unaware pool, choice shares and competitive response
+    are what the simulator says, on the same customers and market draws.
+
+    On the same paths ("same paths"), exact by construction:
+    - market size: customers and revenue are the market size times a path of fractions that does
+      not depend on it, so scaling every path scales the market;
+    - CAC and fixed costs: they do not enter the simulation; the financials apply them to the paths;
+    - price: every iteration's demand curve was evaluated at each grid price with the same
+      customers, and our customers are our choice share times the aware-adopter path, which does
+      not depend on our price, so re-pricing scales each path by that iteration's share ratio
+      (exact at grid prices without competitive response; interpolated between them, and with
+      competitive response the competitors' reaction to our new price is not re-simulated).
+
+    Fallback ("approximated"), only when the simulation output carries no re-simulated swing for a
+    driver (e.g. a run resumed from a stage output stored before swings existed): Bass and churn
+    swings rescale paths by a closed-form Bass ratio, competitor prices shift our relative price.
     """
     d = sim.draws
 
     def scaled_market(f):
         return dataclasses.replace(sim, draws=dataclasses.replace(d, customers=d.customers * f, revenue=d.revenue * f))
 
-    def run(p=price, s=sim, c=costs):
-        sc = _scenario(p, s, request, policy, c, wtp, competition, survey)
-        return sc.finance.npv_p50, band(sc.composite, policy)
+    def run(p=price, s=sim, c=costs, comp=competition):
+        sc = _scenario(p, s, request, policy, c, wtp, comp, survey)
+        return sc.finance.npv_p50, band(sc.composite, policy), sc.composite
 
     cases = [
-        ("price", "-20%", "+20%", lambda: run(p=price * 0.8), lambda: run(p=price * 1.2)),
-        ("market size", "-25%", "+25%", lambda: run(s=scaled_market(0.75)), lambda: run(s=scaled_market(1.25))),
+        ("price", "-20%", "+20%", lambda: run(p=price * 0.8), lambda: run(p=price * 1.2), SAME_PATHS),
+        ("market size", "-25%", "+25%", lambda: run(s=scaled_market(0.75)), lambda: run(s=scaled_market(1.25)), SAME_PATHS),
         ("CAC", "+50%", "-50%", lambda: run(c=dataclasses.replace(costs, cac_usd=costs.cac_usd * 1.5)),
-         lambda: run(c=dataclasses.replace(costs, cac_usd=costs.cac_usd * 0.5))),
+         lambda: run(c=dataclasses.replace(costs, cac_usd=costs.cac_usd * 0.5)), SAME_PATHS),
         ("fixed costs", "+25%", "-25%",
          lambda: run(c=dataclasses.replace(costs, fixed_costs_monthly_usd=costs.fixed_costs_monthly_usd * 1.25,
                                            initial_investment_usd=costs.initial_investment_usd * 1.25)),
          lambda: run(c=dataclasses.replace(costs, fixed_costs_monthly_usd=costs.fixed_costs_monthly_usd * 0.75,
-                                           initial_investment_usd=costs.initial_investment_usd * 0.75))),
+                                           initial_investment_usd=costs.initial_investment_usd * 0.75)), SAME_PATHS),
     ]
-    if d.source == "samples" and (d.bass_p > 0).any() and (d.bass_q >= 0).all():
-        cases += [
-            ("Bass p (innovation)", "-25%", "+25%", lambda: run(s=_bass_swing(sim, p=0.75)), lambda: run(s=_bass_swing(sim, p=1.25))),
-            ("Bass q (word of mouth)", "-25%", "+25%", lambda: run(s=_bass_swing(sim, q=0.75)), lambda: run(s=_bass_swing(sim, q=1.25))),
-            ("churn", "+25%", "-25%", lambda: run(s=_bass_swing(sim, churn=1.25)), lambda: run(s=_bass_swing(sim, churn=0.75))),
-        ]
-    if sim.prices.size > 1 and competition[6]:
-        cases.append(("competitor prices", "-20%", "+20%",
-                      lambda: run(s=_competitor_price_swing(sim, 0.8)), lambda: run(s=_competitor_price_swing(sim, 1.2))))
+    approximated = []
+    for driver, info in resimulated.DRIVERS.items():
+        factors = resimulated.adverse_and_favourable(request.simulation, driver)
+        swung = [resimulated.swung_inputs(request.simulation, sim, driver, f) for f in factors] if factors else [None]
+        if factors and all(s is not None for s in swung):
+            comps = [resimulated.swung_competition(competition, request.simulation, driver, f, our_name) for f in factors]
+            cases.append((info.label, *(resimulated.factor_label(f) for f in factors),
+                          lambda s=swung[0], c=comps[0]: run(s=s, comp=c), lambda s=swung[1], c=comps[1]: run(s=s, comp=c),
+                          RESIMULATED))
+            continue
+        # Fallback: the approximations, where they can be made (as before re-simulated swings existed).
+        if driver == resimulated.COMPETITOR_PRICES:
+            if not (sim.prices.size > 1 and competition[6]):
+                continue
+        elif not (d.source == "samples" and (d.bass_p > 0).any() and (d.bass_q >= 0).all()):
+            continue
+        lo, hi = _FALLBACK_FACTORS[driver]
+        approximated.append(info.label)
+        cases.append((info.label, resimulated.factor_label(lo), resimulated.factor_label(hi),
+                      lambda dr=driver, f=lo: run(s=_approximated(sim, dr, f)),
+                      lambda dr=driver, f=hi: run(s=_approximated(sim, dr, f)), APPROXIMATED))
+    if approximated and warnings is not None:
+        warnings.append(f"the tornado's {', '.join(approximated)} swing(s) are approximated, not re-simulated: "
+                        "the simulation output carries no re-simulated swings for them")
     out = []
-    for name, lo_label, hi_label, low, high in cases:
-        (npv_lo, band_lo), (npv_hi, band_hi) = low(), high()
-        out.append(Swing(name, lo_label, hi_label, npv_lo, npv_hi, band_lo, band_hi))
+    for name, lo_label, hi_label, low, high, method in cases:
+        (npv_lo, band_lo, comp_lo), (npv_hi, band_hi, comp_hi) = low(), high()
+        out.append(Swing(name, lo_label, hi_label, npv_lo, npv_hi, band_lo, band_hi, method, comp_lo, comp_hi))
     return sorted(out, key=lambda s: -abs(s.npv_high - s.npv_low))
 
 

@@ -113,8 +113,11 @@ def render(*, request, decision, recommendation, used, best, sim, wtp, optimum, 
             flips = [b for b in (sw.band_low, sw.band_high) if b != recommendation]
             rows.append([sw.driver, f"{sw.low_label}: {_money(sw.npv_low)} ({sw.band_low})",
                          f"{sw.high_label}: {_money(sw.npv_high)} ({sw.band_high})", _money(abs(sw.npv_high - sw.npv_low)),
-                         "**yes**: " + "/".join(flips) if flips else "no"])
-        lines += _table(["Driver", "Downside: NPV P50 (band)", "Upside: NPV P50 (band)", "Swing", "Flips the call"], rows)
+                         "**yes**: " + "/".join(flips) if flips else "no", sw.method])
+        lines += _table(["Driver", "Downside: NPV P50 (band)", "Upside: NPV P50 (band)", "Swing", "Flips the call", "How"], rows)
+        lines += ["How: *re-simulated* = the simulation re-ran the market with the driver moved (same seed, same "
+                  "customers and draws); *same paths* = exact on the simulated paths (price, market size, costs); "
+                  "*approximated* = an older simulation output without re-simulated swings.", ""]
     if voi:
         lines += ["## Value of information", ""]
         lines += _table(["Driver", "EVPPI (expected NPV)", "Call flips at"],
@@ -165,7 +168,8 @@ def summary_json(*, request, decision, recommendation, used, sim, policy, tornad
                        "fixed_costs_monthly_usd": f.costs.fixed_costs_monthly_usd,
                        "initial_investment_usd": f.costs.initial_investment_usd},
         "sensitivity": [{"driver": s.driver, "low": s.low_label, "high": s.high_label, "npv_low_usd": s.npv_low,
-                         "npv_high_usd": s.npv_high, "band_low": s.band_low, "band_high": s.band_high} for s in tornado],
+                         "npv_high_usd": s.npv_high, "band_low": s.band_low, "band_high": s.band_high,
+                         "method": s.method} for s in tornado],
         "value_of_information": [{"driver": v.driver, "evppi_usd": v.evppi_usd, "flip_value": v.flip_value} for v in voi],
         "risks": [{"category": r.category, "score": r.score, "level": r.level, "evidence": r.evidence} for r in risks],
         "pivot_suggestions": list(decision.pivot_suggestions),

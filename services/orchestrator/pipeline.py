@@ -325,7 +325,7 @@ class Pipeline:
                     actual=overwatch_service_pb2.ResourceAmounts(
                         utility_evaluations=result.utility_evaluations, cpu_seconds=result.kernel_seconds)),
                 timeout=t), cap)
-            rundir.write_json("outputs/simulation.result.json", to_dict(result))
+            rundir.write_json("outputs/simulation.result.json", to_dict(without_swing_paths(result)))
             self._done(ctx, "simulation", {"iterations": result.iterations,
                                            "utility_evaluations": result.utility_evaluations,
                                            "kernel_seconds": round(result.kernel_seconds, 4),
@@ -450,10 +450,12 @@ class Pipeline:
         ends = time.monotonic() + timeout
         base = progress_before("simulation")
         weight = STAGE_WEIGHTS["simulation"]
-        done = [0] * shards
+        done = [0.0] * shards
+        counts = [n_chunks] if shards == 1 else [count for _, count in split_chunks(n_chunks, shards)]
 
         def tick(i: int, progress: simulation_pb2.SimulationProgress) -> None:
-            done[i] = progress.chunks_done
+            # chunks_total counts the swings' chunks too: scale the fraction to the shard's base chunks
+            done[i] = progress.fraction * counts[i]
             self.store.set_progress(ctx.run_id, base + weight * sum(done) / n_chunks)
 
         if shards == 1:
@@ -522,15 +524,28 @@ def split_chunks(n_chunks: int, shards: int) -> list[tuple[int, int]]:
 
 
 def planned_utility_evaluations(config: simulation_pb2.SimulationConfig) -> int:
-    """Utility evaluations a config will do: customers x offerings (ours + competitors) x price points."""
+    """Utility evaluations a config will do: customers x offerings (ours + competitors) x price points,
+    for the base iterations and each sensitivity swing's re-simulated ones."""
     offerings = 1 + len(config.competitors)
-    return config.iterations * simconfig.customers_per_iteration(config) * offerings * max(1, len(config.price_grid))
+    iterations = config.iterations + simconfig.swing_iterations(config)
+    return iterations * simconfig.customers_per_iteration(config) * offerings * max(1, len(config.price_grid))
 
 
 def without_samples(result: simulation_pb2.SimulationResult) -> simulation_pb2.SimulationResult:
+    slim = without_swing_paths(result)
+    del slim.samples[:]
+    return slim
+
+
+def without_swing_paths(result: simulation_pb2.SimulationResult) -> simulation_pb2.SimulationResult:
+    """The result with each sensitivity swing's summary but not its per-iteration paths (3 MB of
+    packed float64 for a default run, base64 in JSON). The committed stage output keeps them: the
+    analysis and a resumed run read that."""
     slim = simulation_pb2.SimulationResult()
     slim.CopyFrom(result)
-    del slim.samples[:]
+    for swing in slim.swings:
+        for name in ("monthly_customers_f64", "churn_f64", "demand_share_f64", "final_share_f64"):
+            swing.ClearField(name)
     return slim
 
 

@@ -8,6 +8,9 @@
 - When the founder gave no price, the simulation evaluates the weight-averaged WTP median; the
   analysis then recommends a price from the demand curve.
 - The demand-curve price grid spans 0.25x to 3x the evaluated price, geometrically spaced.
+- The sensitivity tornado's market drivers are re-simulated beside the base run (same seed, common
+  random numbers): Bass p and q -25 % / +25 %, churn +25 % / -25 %, competitor prices -20 % / +20 %
+  (when there are competitors); the analysis scores each swing.
 """
 
 from __future__ import annotations
@@ -29,6 +32,14 @@ CHUNK_ITERATIONS = 256
 # Customers sampled per iteration, each with freshly drawn coefficients.
 CUSTOMERS_PER_ITERATION = 64
 SAMPLE_LIMIT = 1000
+
+# (driver, factors) of the tornado's re-simulated swings; see the module doc.
+SWINGS = (
+    (simulation_pb2.SWING_DRIVER_BASS_P, (0.75, 1.25)),
+    (simulation_pb2.SWING_DRIVER_BASS_Q, (0.75, 1.25)),
+    (simulation_pb2.SWING_DRIVER_CHURN, (1.25, 0.75)),
+    (simulation_pb2.SWING_DRIVER_COMPETITOR_PRICES, (0.8, 1.2)),
+)
 
 DEFAULTS = {
     "simulation_iterations": 1000,
@@ -128,9 +139,24 @@ def build_simulation_config(
         max_utility_evaluations=max_utility_evaluations,
         sample_limit=SAMPLE_LIMIT,
         chunk_iterations=CHUNK_ITERATIONS,
+        swings=default_swings(bool(landscape.competitors)),
     )
     return config
 
 
+def default_swings(with_competitors: bool) -> list[simulation_pb2.DriverSwing]:
+    return [simulation_pb2.DriverSwing(driver=driver, factor=f) for driver, factors in SWINGS for f in factors
+            if with_competitors or driver != simulation_pb2.SWING_DRIVER_COMPETITOR_PRICES]
+
+
 def customers_per_iteration(config: simulation_pb2.SimulationConfig) -> int:
     return config.customers_per_iteration or CUSTOMERS_PER_ITERATION
+
+
+def swing_iterations(config: simulation_pb2.SimulationConfig) -> int:
+    """Iterations the sensitivity swings re-simulate through the whole kernel, all together (the
+    simulation's own budget rule; Bass and churn swings without competitive response re-run only
+    the adoption recurrence and evaluate no utility)."""
+    from services.simulation.budget import swing_rerun_iterations  # pure Python: no engine imported
+
+    return swing_rerun_iterations(config)

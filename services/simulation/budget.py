@@ -9,9 +9,17 @@ Per Monte Carlo iteration and customer (coefficients freshly drawn):
   utilities do not depend on our price and are reused);
 - with competitive response (and at least one competitor): each competitor's utility again in
   months 2..T, after prices may have changed, (T - 1) x (J - 1) evaluations.
+
+Each sensitivity swing (config.swings) that re-runs the kernel (competitor prices; every driver
+with competitive response) re-runs, with its driver moved, the whole chunks that hold the
+iterations returned as samples (a chunk's draws depend on its size, so it cannot be cut short):
+the same evaluations per iteration again for those chunks' iterations. A Bass p, q or churn swing
+without competitive response re-runs only the adoption recurrence and evaluates no utility.
 """
 
 from __future__ import annotations
+
+SWING_DRIVER_COMPETITOR_PRICES = 4  # smvm.v1.SwingDriver (no protobuf import here)
 
 DEFAULT_CUSTOMERS_PER_ITERATION = 64
 DEFAULT_CHUNK_ITERATIONS = 256
@@ -27,9 +35,32 @@ def evaluations_per_customer(offerings: int, grid_points: int, months: int, comp
     return offerings + grid_points + response
 
 
+def swing_chunks(iterations: int, sample_limit: int, chunk_iterations: int) -> int:
+    """Chunks holding the first `sample_limit` iterations: the chunks each swing re-runs."""
+    return -(-min(iterations, sample_limit) // chunk_iterations)
+
+
+def swing_iterations(config) -> int:
+    """Iterations each swing of `config` re-simulates (whole chunks, the run's last one possibly short)."""
+    chunk = config.chunk_iterations or DEFAULT_CHUNK_ITERATIONS
+    return min(int(config.iterations), swing_chunks(int(config.iterations), int(config.sample_limit), chunk) * chunk)
+
+
+def reruns_kernel(driver: int, competitive_response: bool) -> bool:
+    """Whether a swing re-runs the whole kernel (engine/swings.py says why)."""
+    return bool(competitive_response) or driver == SWING_DRIVER_COMPETITOR_PRICES
+
+
+def swing_rerun_iterations(config) -> int:
+    """Iterations the config's swings re-simulate through the whole kernel, all swings together."""
+    reruns = sum(1 for s in config.swings if reruns_kernel(s.driver, config.competitive_response))
+    return reruns * swing_iterations(config) if reruns else 0
+
+
 def planned_utility_evaluations(config) -> int:
-    """Utility evaluations a completed run of `config` (a SimulationConfig) performs."""
+    """Utility evaluations a completed run of `config` (a SimulationConfig) performs, swings included."""
     per_customer = evaluations_per_customer(
         1 + len(config.competitors), len(config.price_grid), config.months, config.competitive_response
     )
-    return int(config.iterations) * customers_per_iteration(config) * per_customer
+    iterations = int(config.iterations) + swing_rerun_iterations(config)
+    return iterations * customers_per_iteration(config) * per_customer

@@ -14,7 +14,7 @@ from smvm.errors import InvalidArgument
 from smvm.v1 import simulation_pb2
 
 from services.simulation import budget
-from services.simulation.engine import runner
+from services.simulation.engine import runner, swings
 from services.simulation.spec import NONE_OPTION, TASTE_SD_PER_WTP_SIGMA, SimSpec
 
 MAX_MONTHS = 600
@@ -22,6 +22,8 @@ MAX_CUSTOMERS = 100_000
 MAX_CHUNK_ITERATIONS = 1_000_000
 MAX_PRICE_POINTS = 1_000
 MAX_LOG_SD = 5.0
+MAX_SWING_FACTOR = 10.0
+MAX_SWINGS = 16
 
 
 def _finite(field: str, value: float) -> float:
@@ -127,6 +129,8 @@ def spec_from_proto(config: simulation_pb2.SimulationConfig) -> SimSpec:
     if grid[0] <= 0 or np.any(np.diff(grid) <= 0):
         raise InvalidArgument("config.price_grid", "prices must be > 0 and strictly increasing")
 
+    driver_swings = _swings(config)
+
     features = np.array([o[0] for o in offerings], dtype=np.float64).reshape(len(offerings), n_features)
     c = np.ascontiguousarray
     spec = SimSpec(
@@ -151,8 +155,27 @@ def spec_from_proto(config: simulation_pb2.SimulationConfig) -> SimSpec:
         off_price=c([o[2] for o in offerings], dtype=np.float64),
         price_grid=c(grid, dtype=np.float64),
         market=c(market, dtype=np.float64),
+        swings=driver_swings,
     )
     return spec
+
+
+def _swings(config: simulation_pb2.SimulationConfig) -> list[tuple[int, float]]:
+    if len(config.swings) > MAX_SWINGS:
+        raise InvalidArgument("config.swings", f"at most {MAX_SWINGS} swings")
+    if config.swings and config.sample_limit < 1:
+        raise InvalidArgument("config.sample_limit", "swings are run for the sampled iterations: sample_limit must be >= 1")
+    out = []
+    for i, sw in enumerate(config.swings):
+        if sw.driver not in swings.DRIVERS:
+            raise InvalidArgument(f"config.swings[{i}].driver", "must name a driver (SWING_DRIVER_BASS_P, ...)")
+        if sw.driver == simulation_pb2.SWING_DRIVER_COMPETITOR_PRICES and not config.competitors:
+            raise InvalidArgument(f"config.swings[{i}].driver", "a competitor-price swing needs at least one competitor")
+        factor = _finite(f"config.swings[{i}].factor", sw.factor)
+        if not 0.0 < factor <= MAX_SWING_FACTOR:
+            raise InvalidArgument(f"config.swings[{i}].factor", f"must be in (0, {MAX_SWING_FACTOR:g}]")
+        out.append((int(sw.driver), factor))
+    return out
 
 
 def _q(row) -> simulation_pb2.Quantiles:
@@ -171,6 +194,48 @@ def _sample_from_proto(s: simulation_pb2.IterationSample) -> runner.Sample:
     return runner.Sample(
         s.iteration, s.market_size, s.bass_p, s.bass_q, s.churn, s.price_scale,
         np.array(s.monthly_customers), np.array(s.monthly_revenue_usd), np.array(s.demand_share),
+    )
+
+
+F64 = np.dtype("<f8")  # SwingPaths' packed arrays
+
+
+def _f64(array: np.ndarray | None) -> bytes:
+    return b"" if array is None else np.ascontiguousarray(array, dtype=F64).tobytes()
+
+
+def _swing_to_proto(part: swings.SwingPart) -> simulation_pb2.SwingPaths:
+    return simulation_pb2.SwingPaths(
+        swing=simulation_pb2.DriverSwing(driver=part.driver, factor=part.factor),
+        first_iteration=part.first_iteration, iterations=part.iterations, months=part.customers.shape[1],
+        monthly_customers_f64=_f64(part.customers), churn_f64=_f64(part.churn), demand_share_f64=_f64(part.demand),
+        final_share_f64=_f64(part.final_share), utility_evaluations=part.utility_evaluations,
+    )
+
+
+def swing_rows(paths: simulation_pb2.SwingPaths, name: str, field: str) -> np.ndarray:
+    """One of SwingPaths' packed arrays as (iterations, width) float64 rows; InvalidArgument naming
+    the field when its size is not a whole number of rows."""
+    raw = getattr(paths, name)
+    n = paths.iterations
+    if n < 1 or len(raw) % (8 * n):
+        raise InvalidArgument(f"{field}.{name}", f"must hold {n} rows of float64 values")
+    return np.frombuffer(raw, dtype=F64).reshape(n, -1).astype(np.float64)
+
+
+def _swing_from_proto(paths: simulation_pb2.SwingPaths, field: str) -> swings.SwingPart:
+    """Arrays shaped by the message's own counts; runner.merge checks them against the config."""
+    if paths.iterations < 1 or paths.months < 1:
+        raise InvalidArgument(f"{field}.iterations", "a swing's paths need at least one iteration and one month")
+    customers = swing_rows(paths, "monthly_customers_f64", field)
+    if customers.shape[1] != paths.months:
+        raise InvalidArgument(f"{field}.monthly_customers_f64", f"must hold {paths.iterations} x {paths.months} values")
+    return swings.SwingPart(
+        driver=paths.swing.driver, factor=paths.swing.factor, first_iteration=paths.first_iteration,
+        iterations=paths.iterations, customers=customers, churn=swing_rows(paths, "churn_f64", field).ravel(),
+        demand=swing_rows(paths, "demand_share_f64", field) if paths.demand_share_f64 else None,
+        final_share=swing_rows(paths, "final_share_f64", field),
+        utility_evaluations=paths.utility_evaluations, kernel_seconds=0.0,  # in the shard's kernel_seconds
     )
 
 
@@ -202,6 +267,7 @@ def output_to_proto(output: runner.Output) -> simulation_pb2.SimulationResult:
         ),
         chunks=output.chunks,
         engine=output.engine,
+        swings=[_swing_to_proto(part) for part in output.swings],
     )
 
 
@@ -225,6 +291,7 @@ def shard_to_proto(partial: runner.Partial) -> simulation_pb2.SimulationShard:
         chunk_start=partial.chunk_start, chunk_count=partial.chunk_count, chunks=chunks,
         samples=[_sample_to_proto(s) for s in partial.samples], utility_evaluations=partial.utility_evaluations,
         layout=partial.layout, kernel_seconds=partial.kernel_seconds,
+        swings=[_swing_to_proto(part) for part in partial.swings],
     )
 
 
@@ -240,4 +307,5 @@ def shard_from_proto(shard: simulation_pb2.SimulationShard) -> runner.Partial:
                 for c in shard.chunks],
         histogram=histogram, samples=[_sample_from_proto(s) for s in shard.samples],
         utility_evaluations=shard.utility_evaluations, kernel_seconds=shard.kernel_seconds, layout=shard.layout,
+        swings=[_swing_from_proto(p, f"shards.swings[{i}]") for i, p in enumerate(shard.swings)],
     )

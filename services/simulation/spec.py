@@ -47,6 +47,8 @@ class SimSpec:
     price_grid: np.ndarray  # (G,) strictly increasing
     # [low, high, p_mean, p_sd, q_mean, q_sd, churn_mean, churn_sd, scale_sd, reprice_step]
     market: np.ndarray = field(default_factory=lambda: np.zeros(10))
+    # Sensitivity swings: (SwingDriver value, factor), re-simulated for the sampled chunks.
+    swings: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def n_offerings(self) -> int:
@@ -69,13 +71,24 @@ class SimSpec:
         first = chunk * self.chunk_iterations
         return first, min(first + self.chunk_iterations, self.iterations)
 
+    @property
+    def swing_chunks(self) -> int:
+        """Chunks each swing re-runs: those holding the sampled iterations (0 without swings)."""
+        return budget.swing_chunks(self.iterations, self.sample_limit, self.chunk_iterations) if self.swings else 0
+
+    @property
+    def sampled_iterations(self) -> int:
+        return min(self.iterations, self.sample_limit)
+
     def evaluations_per_iteration(self) -> int:
         return self.customers * budget.evaluations_per_customer(
             self.n_offerings, self.n_grid, self.months, self.competitive_response
         )
 
     def planned_utility_evaluations(self) -> int:
-        return self.iterations * self.evaluations_per_iteration()
+        swing_iterations = min(self.iterations, self.swing_chunks * self.chunk_iterations)
+        reruns = sum(1 for driver, _ in self.swings if budget.reruns_kernel(driver, self.competitive_response))
+        return (self.iterations + reruns * swing_iterations) * self.evaluations_per_iteration()
 
     def check_budget(self) -> None:
         """Refuse before any work when the run would exceed max_utility_evaluations (0 = none)."""

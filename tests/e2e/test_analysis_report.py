@@ -65,6 +65,14 @@ def test_report_as_pdf_and_markdown_and_files_on_disk(client, decided):
     assert analysis["confidence"] == pytest.approx(analysis["confidence_detail"]["band_share"])
     assert {r["category"] for r in analysis["risks"]} == {"market", "competitive", "execution"}
     assert len(analysis["sensitivity"]) >= 5
+    # The market drivers of the tornado were re-simulated by the simulation service (same seed).
+    methods = {s["driver"]: s["method"] for s in analysis["sensitivity"]}
+    assert {d for d, m in methods.items() if m == "re-simulated"} == {
+        "Bass p (innovation)", "Bass q (word of mouth)", "churn", "competitor prices"}
+    decision = json.loads((run_dir / "outputs/decision.output.json").read_text())
+    assert not any("approximated" in w for w in decision.get("decision", {}).get("warnings", []))
+    simulation = json.loads((run_dir / "outputs/simulation.result.json").read_text())
+    assert len(simulation["swings"]) == 8 and all("monthly_customers_f64" not in s for s in simulation["swings"])
 
 
 def test_report_errors_name_the_problem(client, decided):

@@ -108,6 +108,42 @@ def _bass_month(aware, ours, s, ratio, decay, churn):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def adoption_paths(draws, base_share, price0, customers, share, revenue):
+    """The months without competitive response, where our share is the base share every month:
+    the recurrence for all iterations at once (month-major buffers, so the loop over iterations
+    vectorises). `draws` rows are [market size, p, q, churn, scale]; fills customers, share and
+    revenue (n_iter, T). Also the whole of a Bass p, q or churn swing (swings.py): those drivers
+    enter only here."""
+    n_iter, months = customers.shape
+    m_aware = np.zeros(n_iter)
+    m_ours = np.zeros(n_iter)
+    m_ratio = np.empty(n_iter)
+    m_decay = np.empty(n_iter)
+    m_size_it = np.empty(n_iter)
+    m_churn = np.empty(n_iter)
+    by_month = np.empty((3, months, n_iter))
+    for it in range(n_iter):
+        m_size_it[it] = draws[it, 0]
+        m_ratio[it] = draws[it, 2] / draws[it, 1]
+        m_decay[it] = math.exp(-(draws[it, 1] + draws[it, 2]))
+        m_churn[it] = draws[it, 3]
+    for t_month in range(months):
+        for it in range(n_iter):
+            aware, ours = _bass_month(m_aware[it], m_ours[it], base_share[it], m_ratio[it], m_decay[it],
+                                      m_churn[it])
+            m_aware[it] = aware
+            m_ours[it] = ours
+            by_month[0, t_month, it] = m_size_it[it] * ours
+            by_month[1, t_month, it] = ours / aware if aware > 0.0 else 0.0
+            by_month[2, t_month, it] = m_size_it[it] * ours * price0
+    for it in range(n_iter):
+        for t_month in range(months):
+            customers[it, t_month] = by_month[0, t_month, it]
+            share[it, t_month] = by_month[1, t_month, it]
+            revenue[it, t_month] = by_month[2, t_month, it]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def simulate_chunk(state, n_iter, n_cust, months, response, seg_cumw, seg_wtp_median, seg_wtp_sigma,
                    seg_taste_sd, seg_beta, seg_brand, seg_importance, off_features, off_brand, off_price,
                    grid, market):
@@ -323,35 +359,7 @@ def simulate_chunk(state, n_iter, n_cust, months, response, seg_cumw, seg_wtp_me
             final_prices[it, j] = prices[j]
 
     if not respond:
-        # Without response our share is the base share every month: the recurrence runs for all
-        # iterations at once (month-major buffers, so the loop over iterations vectorises).
-        m_aware = np.zeros(n_iter)
-        m_ours = np.zeros(n_iter)
-        m_ratio = np.empty(n_iter)
-        m_decay = np.empty(n_iter)
-        m_size_it = np.empty(n_iter)
-        m_churn = np.empty(n_iter)
-        by_month = np.empty((3, months, n_iter))
-        for it in range(n_iter):
-            m_size_it[it] = draws[it, 0]
-            m_ratio[it] = draws[it, 2] / draws[it, 1]
-            m_decay[it] = math.exp(-(draws[it, 1] + draws[it, 2]))
-            m_churn[it] = draws[it, 3]
-        price0 = off_price[0]
-        for t_month in range(months):
-            for it in range(n_iter):
-                aware, ours = _bass_month(m_aware[it], m_ours[it], base_share[it], m_ratio[it], m_decay[it],
-                                          m_churn[it])
-                m_aware[it] = aware
-                m_ours[it] = ours
-                by_month[0, t_month, it] = m_size_it[it] * ours
-                by_month[1, t_month, it] = ours / aware if aware > 0.0 else 0.0
-                by_month[2, t_month, it] = m_size_it[it] * ours * price0
-        for it in range(n_iter):
-            for t_month in range(months):
-                customers[it, t_month] = by_month[0, t_month, it]
-                share[it, t_month] = by_month[1, t_month, it]
-                revenue[it, t_month] = by_month[2, t_month, it]
+        adoption_paths(draws, base_share, off_price[0], customers, share, revenue)
     return draws, customers, share, revenue, final_shares, final_prices, base_share, demand, wtp, evaluations
 
 
@@ -379,3 +387,4 @@ def warmup() -> None:
                    np.ones((2, 1)), np.ones(2), np.ones(2), np.ones(2),
                    np.array([1.0, 2.0, 0.03, 0.1, 0.38, 0.1, 0.02, 0.1, 0.1, 0.02]))
     binning.counts(np.ones((1, 1)), one, np.array([False, True]), np.zeros(2), np.ones(2), 4)
+    adoption_paths(np.ones((1, 5)), one, 1.0, np.empty((1, 2)), np.empty((1, 2)), np.empty((1, 2)))

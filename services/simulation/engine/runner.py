@@ -35,7 +35,7 @@ import numpy as np
 
 from smvm.errors import Cancelled, InvalidArgument
 
-from services.simulation.engine import binning, kernel
+from services.simulation.engine import binning, kernel, swings
 
 BINS = 1024
 # Log-binned rows resolve values down to this fraction of their upper bound; below is one bin.
@@ -207,9 +207,10 @@ class Partial:
     chunks: list[ChunkSums]
     histogram: np.ndarray  # int64, rows x BINS flattened
     samples: list[Sample]
-    utility_evaluations: int
+    utility_evaluations: int  # swings included
     kernel_seconds: float
     layout: str
+    swings: list[swings.SwingPart] = field(default_factory=list)  # one per config swing, or none
 
 
 @dataclass
@@ -236,6 +237,7 @@ class Output:
     share_without_response: float
     mean_price_change: float
     samples: list[Sample] = field(default_factory=list)
+    swings: list[swings.SwingPart] = field(default_factory=list)
 
 
 def _chunk_stats(spec, rows: Rows, out) -> tuple[np.ndarray, np.ndarray]:
@@ -262,7 +264,9 @@ def chunk_generator(seed: int, chunk: int) -> np.random.Generator:
     return np.random.Generator(np.random.SFC64(np.random.SeedSequence(seed, spawn_key=(chunk,))))
 
 
-def _run_one(spec, rows: Rows, chunk: int, simulate):
+def _run_one(spec, rows: Rows, chunk: int, simulate, recurrence_swings: tuple[int, ...] = ()):
+    """One base chunk: its sums, histogram counts, samples, evaluations and seconds, and for a
+    sampled chunk the swings that only re-run the adoption recurrence on its draws (swings.py)."""
     first, end = spec.chunk_range(chunk)
     rng = chunk_generator(spec.seed, chunk)
     started = time.perf_counter()
@@ -270,11 +274,14 @@ def _run_one(spec, rows: Rows, chunk: int, simulate):
     seconds = time.perf_counter() - started
     sums, counts = _chunk_stats(spec, rows, out)
     samples = []
-    market, customers, _, revenue, _, _, _, demand, _, _ = out
+    market, customers, _, revenue, final_shares, _, base_share, demand, _, _ = out
     for local in range(min(end, spec.sample_limit) - first):
         samples.append(Sample(first + local, *map(float, market[local]), customers[local].copy(),
                               revenue[local].copy(), demand[local].copy()))
-    return ChunkSums(chunk, end - first, sums), counts, samples, int(out[-1]), seconds
+    swung = []
+    if first < spec.sampled_iterations:
+        swung = [(s, swings.from_base(spec, s, first, market, base_share, final_shares)) for s in recurrence_swings]
+    return ChunkSums(chunk, end - first, sums), counts, samples, int(out[-1]), seconds, swung
 
 
 def default_threads() -> int:
@@ -308,48 +315,71 @@ def run_chunks(
     threads: int | None = None,
     simulate=None,
 ) -> Partial:
-    """Run chunks [chunk_start, chunk_start + chunk_count), several at a time on threads.
+    """Run chunks [chunk_start, chunk_start + chunk_count), several at a time on threads, and the
+    config's swings on those of them that hold sampled iterations (swings.py): the recurrence-only
+    swings with their base chunk, the kernel re-runs as jobs of their own.
 
     Each chunk is single-threaded and seeded by its index, so the thread count changes speed only.
-    `should_stop` is checked before each chunk starts; when it says stop, running chunks finish
-    and Cancelled is raised (the servicer's stop covers both a cancelled call and a passed deadline).
+    Progress counts base chunks and kernel re-runs together. `should_stop` is checked before each chunk
+    starts; when it says stop, running chunks finish and Cancelled is raised (the servicer's stop
+    covers both a cancelled call and a passed deadline).
     """
     if chunk_start < 0 or chunk_count < 1 or chunk_start + chunk_count > spec.n_chunks:
         raise InvalidArgument("chunk_count", f"chunks [{chunk_start}, {chunk_start + chunk_count}) outside [0, {spec.n_chunks})")
     simulate = simulate or kernel.simulate
     rows = rows_for(spec)
-    workers = max(1, min(threads or default_threads(), chunk_count))
+    swing_range = range(chunk_start, min(chunk_start + chunk_count, spec.swing_chunks))
+    rerun = [s for s, (driver, _) in enumerate(spec.swings) if swings.reruns_kernel(driver, spec.competitive_response)]
+    recurrence = tuple(s for s in range(len(spec.swings)) if s not in rerun)
+    jobs = [(None, c) for c in range(chunk_start, chunk_start + chunk_count)]
+    jobs += [(s, c) for s in rerun for c in swing_range]
+    total = len(jobs)
+    workers = max(1, min(threads or default_threads(), total))
     histogram = np.zeros(rows.count * BINS, dtype=np.int64)
     tree = SumsTree(spec, rows.count)
     samples = []
+    swing_parts: list[list[swings.SwingPart]] = [[] for _ in spec.swings]
     done, evaluations, seconds = 0, 0, 0.0
-    pending = list(range(chunk_start, chunk_start + chunk_count))
     executor = pool(workers)
     running = []
     stopped = False
-    while pending or running:
-        while pending and len(running) < workers and not stopped:
+    while jobs or running:
+        while jobs and len(running) < workers and not stopped:
             if should_stop is not None and should_stop():
                 stopped = True
                 break
-            running.append(executor.submit(_run_one, spec, rows, pending.pop(0), simulate))
+            swing, chunk = jobs.pop(0)
+            if swing is None:
+                running.append((None, executor.submit(_run_one, spec, rows, chunk, simulate, recurrence)))
+            else:
+                running.append((swing, executor.submit(swings.run_chunk, spec, swing, chunk, simulate)))
         if stopped and not running:
             break
         if not running:
             break
-        sums, counts, chunk_samples, chunk_evals, chunk_seconds = running.pop(0).result()
-        tree.add(sums)
+        swing, future = running.pop(0)
+        if swing is None:
+            sums, counts, chunk_samples, chunk_evals, chunk_seconds, swung = future.result()
+            for s, part in swung:
+                swing_parts[s].append(part)
+                chunk_seconds += part.kernel_seconds
+            tree.add(sums)
+            histogram += counts
+            samples.extend(chunk_samples)
+        else:
+            part = future.result()
+            swing_parts[swing].append(part)
+            chunk_evals, chunk_seconds = part.utility_evaluations, part.kernel_seconds
         done += 1
-        histogram += counts
-        samples.extend(chunk_samples)
         evaluations += chunk_evals
         seconds += chunk_seconds
         if on_progress is not None:
-            on_progress(done, chunk_count, evaluations)
+            on_progress(done, total, evaluations)
     if stopped:
-        raise Cancelled(f"simulation stopped after {done} of {chunk_count} chunks")
+        raise Cancelled(f"simulation stopped after {done} of {total} chunks")
     nodes = sorted(tree.nodes.values(), key=lambda node: (node.level, node.index))
-    return Partial(chunk_start, chunk_count, nodes, histogram, samples, evaluations, seconds, layout_for(spec))
+    shard_swings = [swings.concatenate(parts) for parts in swing_parts if parts]
+    return Partial(chunk_start, chunk_count, nodes, histogram, samples, evaluations, seconds, layout_for(spec), shard_swings)
 
 
 def _quantiles(counts: np.ndarray, is_log: bool, lo: float, hi: float, vmin: float, vmax: float) -> np.ndarray:
@@ -426,6 +456,7 @@ def merge(spec, partials: list[Partial]) -> Output:
     for part in partials:
         samples.extend(part.samples)
     samples.sort(key=lambda s: s.iteration)
+    swing_paths = swings.merge(spec, [part.swings for part in partials])
     return Output(
         seed=spec.seed, iterations=n, months=spec.months, chunks=spec.n_chunks, engine=kernel.ENGINE,
         utility_evaluations=sum(p.utility_evaluations for p in partials),
@@ -435,5 +466,5 @@ def merge(spec, partials: list[Partial]) -> Output:
         price_grid=spec.price_grid.copy(), demand_share=block("demand_share"), demand_revenue=block("demand_revenue"),
         wtp=block("wtp")[0], response_enabled=spec.competitive_response,
         share_with_response=float(offering_share[0, 0]), share_without_response=float(base_share),
-        mean_price_change=float(price_change), samples=samples[: spec.sample_limit],
+        mean_price_change=float(price_change), samples=samples[: spec.sample_limit], swings=swing_paths,
     )

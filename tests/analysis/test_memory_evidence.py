@@ -82,6 +82,8 @@ def test_unavailable_memory_is_a_warning_and_not_consulted_is_silent():
     (grounding([idea("RUN-A", 1.5, "KILL")]), "memory.similar_ideas[0].similarity"),
     (grounding([idea("", 0.5, "KILL")]), "memory.similar_ideas[0].run_id"),
     (grounding(history=[record("", "GO", 3)]), "memory.decision_history[0].run_id"),
+    (grounding(history=[mem.DecisionRecord(run_id="RUN-X", decided_at={"seconds": 10**12})]),
+     "memory.decision_history[0].decided_at"),
 ])
 def test_malformed_memory_is_refused_naming_the_field(bad, field):
     with pytest.raises(InvalidArgument) as err:

@@ -111,6 +111,7 @@ def test_the_same_request_gives_the_same_bytes():
     (mem.KnownCompetitor(name="X", last_monthly_price_usd=float("nan")), "known_competitors[0].last_monthly_price_usd"),
     (mem.KnownCompetitor(name="X", market_share=1.5), "known_competitors[0].market_share"),
     (mem.KnownCompetitor(name="X", features=["f" * 201]), "known_competitors[0].features[0]"),
+    (mem.KnownCompetitor(name="X", last_seen={"seconds": -10**12}), "known_competitors[0].last_seen"),
 ])
 def test_a_bad_known_competitor_is_refused_naming_the_field(row, field):
     with pytest.raises(InvalidArgument) as err:

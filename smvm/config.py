@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     )
     memory_sync_interval_s: float = Field(10.0, description="How often the memory service learns newly decided runs")
     memory_retention_interval_s: float = Field(3600.0, description="How often the memory service applies retention")
+    memory_timeout_s: float = Field(
+        2.0, gt=0, description="Deadline of the orchestrator's memory queries; past it a run goes on without memory grounding"
+    )
 
     # Callbacks to TractionBuild (services/orchestrator/callbacks) and the results sync.
     webhook_secrets: str = Field(

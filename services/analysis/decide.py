@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.analysis import pricing, report, resimulated, risk, surveys
+from services.analysis import precedent, pricing, report, resimulated, risk, surveys
 from services.analysis.costs import cost_assumptions
 from services.analysis.financials import FinancialSummary, summarise
 from services.analysis.inputs import SimInputs, read_simulation
@@ -246,7 +246,8 @@ def analyze(request: analysis_service_pb2.AnalyzeRequest, policy=None, render_do
     """The decision with its evidence; `render_documents=False` skips the chart-bearing HTML / PDF."""
     pol = load_policy(policy)
     validate_request(request)
-    warnings: list[str] = list(request.idea.warnings)
+    memory = precedent.memory_findings(request, pol)
+    warnings: list[str] = list(request.idea.warnings) + ([memory.warning] if memory.warning else [])
     proposed, price_source = proposed_price(request, warnings)
     config = request.simulation_config if request.HasField("simulation_config") else None
     sim = read_simulation(request.simulation, config, proposed)
@@ -327,7 +328,7 @@ def analyze(request: analysis_service_pb2.AnalyzeRequest, policy=None, render_do
         voi = evppi(used.finance.npv, drivers, d.weights, int(pol.num("voi.bins")))
 
     tornado = sensitivity(price, sim, request, pol, costs, wtp, competition, survey, our_name, warnings)
-    risks = risk.assess(used, pol, knockouts)
+    risks = risk.assess(used, pol, knockouts, memory.risk_part())
 
     decision = decision_pb2.Decision(
         recommendation=RECOMMENDATION[recommendation], confidence=confidence, composite_score=used.composite,
@@ -388,6 +389,7 @@ def analyze(request: analysis_service_pb2.AnalyzeRequest, policy=None, render_do
     for r in risks:
         decision.risks.add(category=r.category, score=r.score, level=r.level, evidence=r.evidence)
     decision.warnings.extend(dict.fromkeys(warnings))
+    decision.memory.CopyFrom(memory.to_proto())
     decision.pivot_suggestions.extend(pivot_suggestions)
     decision.critical_success_factors.extend(_success_factors(used, pol, wtp, price))
     next_steps = _next_steps(recommendation, voi, pivot_suggestions, used, tornado)
@@ -403,7 +405,8 @@ def analyze(request: analysis_service_pb2.AnalyzeRequest, policy=None, render_do
     context = dict(
         request=request, decision=decision, recommendation=recommendation, used=used, best=best, sim=sim, wtp=wtp,
         optimum=optimum, profile=profile, costs=costs, voi=voi, tornado=tornado, warnings=warnings, factors=factors,
-        base_confidence=base_confidence, basis=basis, price_source=price_source, policy=pol, vw=vw, gg=gg, risks=risks)
+        base_confidence=base_confidence, basis=basis, price_source=price_source, policy=pol, vw=vw, gg=gg, risks=risks,
+        memory=memory)
     response = analysis_service_pb2.AnalyzeResponse(decision=decision, report_markdown=report.render(**context))
     response.summary_json = report.summary_json(**context)
     if render_documents:

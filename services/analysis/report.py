@@ -20,7 +20,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def render(*, request, decision, recommendation, used, best, sim, wtp, optimum, profile, costs, voi, tornado, warnings,
-           factors, base_confidence, basis, price_source, policy, vw=None, gg=None, risks=(), **_) -> str:
+           factors, base_confidence, basis, price_source, policy, vw=None, gg=None, risks=(), memory=None, **_) -> str:
     idea = request.idea
     f = used.finance
     lines = [f"# Validation report: {idea.title or 'untitled idea'}", ""]
@@ -128,6 +128,16 @@ def render(*, request, decision, recommendation, used, best, sim, wtp, optimum, 
         lines += _table(["Risk", "Score (0 none - 100 severe)", "Level", "Evidence"],
                         [[r.category, f"{r.score:.0f}", r.level, "; ".join(r.evidence)] for r in risks])
 
+    if memory is not None and memory.status != "not_consulted":
+        lines += ["## Memory of earlier runs", ""]
+        if memory.status != "used":
+            lines += ["- Memory was unavailable: this decision has no learned competitors, similar ideas or history.", ""]
+        else:
+            lines += [f"- {e}" for e in memory.evidence] + [""]
+            if memory.precedents:
+                lines += _table(["Run", "Project", "Idea", "Similarity", "Decision"],
+                                [[i.run_id, i.project_id, i.title, f"{i.similarity:.2f}", i.recommendation]
+                                 for i in memory.precedents])
     lines += ["## Critical success factors", ""] + [f"- {s}" for s in decision.critical_success_factors] + [""]
     lines += ["## Next steps", ""] + [f"{i}. {s}" for i, s in enumerate(decision.next_steps, 1)] + [""]
     if warnings:
@@ -135,7 +145,8 @@ def render(*, request, decision, recommendation, used, best, sim, wtp, optimum, 
     return "\n".join(lines)
 
 
-def summary_json(*, request, decision, recommendation, used, sim, policy, tornado, voi, risks=(), vw=None, gg=None, **_) -> str:
+def summary_json(*, request, decision, recommendation, used, sim, policy, tornado, voi, risks=(), vw=None, gg=None,
+                 memory=None, **_) -> str:
     """reports/validation_summary.json's analysis part: the headline figures, flat and machine-readable."""
     f, m, p = used.finance, decision.market, decision.pricing
     c = decision.confidence_detail
@@ -175,6 +186,9 @@ def summary_json(*, request, decision, recommendation, used, sim, policy, tornad
         "pivot_suggestions": list(decision.pivot_suggestions),
         "critical_success_factors": list(decision.critical_success_factors),
         "next_steps": list(decision.next_steps),
+        "memory": ({"status": memory.status, "evidence": memory.evidence, "precedent_risk": memory.precedent_risk,
+                    "precedent_run_ids": [i.run_id for i in memory.precedents],
+                    "history_run_ids": [d.run_id for d in memory.history]} if memory is not None else None),
         "surveys": {"van_westendorp_respondents": vw.respondents if vw is not None else 0,
                     "gabor_granger_respondents": gg.respondents if gg is not None else 0},
     }

@@ -38,8 +38,11 @@ def _finish(category: str, parts: list[tuple[float, str]], show_stoppers: list[s
     return RiskScore(category, score, _level(score), [t for _, t in parts])
 
 
-def assess(used, policy, knockouts: list[tuple[str, float]]) -> list[RiskScore]:
-    """Risk scores at the analysed price from a decide.Scenario (its evidence, finance and market)."""
+def assess(used, policy, knockouts: list[tuple[str, float]], precedent: tuple[float, str] | None = None) -> list[RiskScore]:
+    """Risk scores at the analysed price from a decide.Scenario (its evidence, finance and market).
+
+    `precedent` is the memory precedent sub-risk (services.analysis.precedent): how similar ideas
+    decided before fared, as one more averaged market sub-risk."""
     ev, f, m = used.evidence, used.finance, used.market
     knock = [t for t, _ in knockouts]
 
@@ -58,6 +61,8 @@ def assess(used, policy, knockouts: list[tuple[str, float]]) -> list[RiskScore]:
     if m.som_usd > 0:
         s = 70.0 if m.disagreement else 0.0
         market.append((s, f"sizing disagreement {s:.0f}: bottom-up SOM is {m.ratio:.2f}x the top-down SOM"))
+    if precedent is not None:
+        market.append(precedent)
 
     competitive: list[tuple[float, str]] = []
     if ev.top_competitor_share is not None:

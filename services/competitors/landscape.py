@@ -4,10 +4,12 @@
 
 1. The idea's domain prior (services.personas.priors: idea.domain -> keywords -> general fallback).
 2. Imported competitor lists (idea.grounding.competitors, from IngestionService.ImportGrounding) when
-   the idea references any: one offering per row, synthetic=False, source "import:<id>[;<row source>]",
+   the idea references any: one offering per row, provenance "imported", source "import:<id>[;<row source>]",
    prior relevance 1 (the founder named them), brand strength from market share (IMPORTED_BRAND_*,
    a stated rule of thumb), missing shares sharing what the listed ones leave; no synthetic padding.
-   Otherwise one offering per competitor archetype of the prior, every one labelled synthetic.
+   Then competitors earlier runs met in the domain (request.known_competitors, from the memory
+   service), provenance "learned", de-duplicated by name (services.competitors.learned has the rules).
+   Without imports, one offering per competitor archetype of the prior follows, provenance "synthetic".
    Prices go through services.competitors.pricing; free-text
    features map onto the prior's canonical taxonomy (priors.map_feature: exact synonym, else token
    similarity); coverage per canonical feature is the highest coverage of the features that map to
@@ -22,10 +24,11 @@
    No features: those its title / description / value proposition name (exact canonical phrases),
    else the landscape's per-feature median; either way flagged as an assumption.
 5. Relevance = RELEVANCE_PRIOR_WEIGHT x prior relevance + the rest x overlap (the share of our
-   feature coverage the competitor also covers); ranked highest first, ties by name then id; the
-   top `count` kept and ranked 1..n. Listed market shares sum to at most the prior's
-   `listed_share_max` (the rest of the market is unlisted players): archetypes are scaled down only
-   if they alone exceed it, variants share what is left.
+   feature coverage the competitor also covers); ranked by provenance (imported, learned, synthetic),
+   then highest relevance, ties by name then id; the top `count` kept and ranked 1..n. Listed market
+   shares sum to at most the prior's `listed_share_max` (the rest of the market is unlisted players):
+   imported rows and archetypes are scaled down only if they alone exceed it; learned entries share
+   what is left, and variants what is left after them.
 6. Positioning matrix (services.competitors.positioning), the guide's top-5 criterion, warnings.
 
 Same request -> the same response bytes: every float is rounded, maps are filled in taxonomy
@@ -44,6 +47,13 @@ import numpy as np
 from smvm.errors import InvalidArgument
 from smvm.v1 import competitor_service_pb2 as pb, idea_pb2, market_pb2
 
+from services.competitors.learned import (
+    LEARNED_RELEVANCE,
+    PROVENANCE_RANK,
+    learned_share,
+    name_key,
+    select_learned,
+)
 from services.competitors.pricing import NormalisedPrice, normalise_idea_price, normalise_price
 from services.competitors.positioning import Offering, positioning_matrix
 from services.ingestion.fx import FxTable, load_fx_table
@@ -99,7 +109,13 @@ class _Draft:
     vector: dict[str, float] = field(default_factory=dict)
     unmapped: list[str] = field(default_factory=list)
     relevance: float = 0.0
-    synthetic: bool = True
+    provenance: str = "synthetic"  # imported | learned | synthetic
+    learned: market_pb2.LearnedFrom | None = None
+
+    @property
+    def synthetic(self) -> bool:
+        return self.provenance == "synthetic"
+
 
 
 def _slug(text: str) -> str:
@@ -237,11 +253,37 @@ def _imported_drafts(prior: DomainPrior, records, table: FxTable, warnings: list
             prior_relevance=IMPORTED_RELEVANCE,
             source=source + (f";{r.source}" if r.source else ""),
             variant=1,
-            synthetic=False,
+            provenance="imported",
         ))
     warnings.append(
         f"brand_strength:assumed: imported competitors' brand strength = {IMPORTED_BRAND_BASE:g} + "
         f"{IMPORTED_BRAND_PER_SHARE:g} x market share (at most {IMPORTED_BRAND_MAX:g}); imports carry no brand figure")
+    return drafts
+
+
+def _learned_drafts(known, table: FxTable) -> list[_Draft]:
+    """One draft per learned competitor (already selected and de-duplicated)."""
+    drafts = []
+    for i, c in enumerate(known):
+        price = normalise_price(c.last_monthly_price_usd, "USD", "monthly", free_tier=c.last_monthly_price_usd == 0,
+                                field=f"known_competitors[{i}].last_monthly_price_usd", table=table)
+        share = learned_share(c)
+        learned = market_pb2.LearnedFrom(run_id=c.last_run_id, source=c.source, runs_seen=c.runs_seen)
+        if c.HasField("last_seen"):
+            learned.last_seen.CopyFrom(c.last_seen)
+        drafts.append(_Draft(
+            id=f"learned:{_slug(c.name) or 'competitor'}",
+            name=c.name,
+            price=price,
+            features=[(text, 1.0) for text in c.features],
+            brand=round(min(IMPORTED_BRAND_MAX, IMPORTED_BRAND_BASE + IMPORTED_BRAND_PER_SHARE * share), DECIMALS),
+            share=share,
+            prior_relevance=LEARNED_RELEVANCE,
+            source=f"memory:{c.last_run_id}" if c.last_run_id else "memory",
+            variant=1,
+            provenance="learned",
+            learned=learned,
+        ))
     return drafts
 
 
@@ -275,25 +317,30 @@ def _overlap(theirs: dict[str, float], ours: dict[str, float]) -> float | None:
 
 
 def _listed_shares(ranked: list[_Draft], cap: float, warnings: list[str]) -> list[float]:
-    """Market shares that sum to at most `cap`: archetypes keep theirs (scaled down only if they
-    alone exceed the cap); seeded variants share what the archetypes leave, so the seed never moves
-    an archetype's share."""
-    base_total = math.fsum(d.share for d in ranked if d.variant == 1)
-    base_scale = cap / base_total if base_total > cap else 1.0
-    if base_scale < 1.0:
-        warnings.append(
-            f"market_share:scaled: archetype shares summed to {base_total:.3f}, above the listed "
-            f"maximum {cap:.2f}; scaled by {base_scale:.4f}"
-        )
-    room = max(0.0, cap - base_total * base_scale)
-    variant_total = math.fsum(d.share for d in ranked if d.variant > 1)
-    variant_scale = min(1.0, room / variant_total) if variant_total > 0 else 1.0
-    if variant_total > 0 and variant_scale < 1.0:
-        warnings.append(
-            f"market_share:variants_scaled: variant shares summed to {variant_total:.3f}, the room left "
-            f"by the archetypes is {room:.3f}; scaled by {variant_scale:.4f}"
-        )
-    return [d.share * (base_scale if d.variant == 1 else variant_scale) for d in ranked]
+    """Market shares that sum to at most `cap`, tier by tier: archetypes and imported rows keep theirs
+    (scaled down only if they alone exceed the cap); learned entries share what those leave; seeded
+    variants share what is left after them. So neither the seed nor memory ever moves an archetype's
+    or an imported row's share, and the seed never moves a learned one's."""
+    tiers = [
+        ("archetype and imported", [d for d in ranked if d.variant == 1 and d.provenance != "learned"]),
+        ("learned", [d for d in ranked if d.provenance == "learned"]),
+        ("variant", [d for d in ranked if d.variant > 1]),
+    ]
+    scale: dict[int, float] = {}
+    room = cap
+    for label, drafts in tiers:
+        total = math.fsum(d.share for d in drafts)
+        factor = min(1.0, room / total) if total > 0 else 1.0
+        if factor < 1.0:
+            warnings.append(
+                f"market_share:scaled: archetype shares summed to {total:.3f}, above the listed "
+                f"maximum {cap:.2f}; scaled by {factor:.4f}" if label.startswith("archetype") else
+                f"market_share:{label}s_scaled: {label} shares summed to {total:.3f}, the room left "
+                f"by the entries ranked before them is {room:.3f}; scaled by {factor:.4f}")
+        for d in drafts:
+            scale[id(d)] = factor
+        room = max(0.0, room - total * factor)
+    return [d.share * scale[id(d)] for d in ranked]
 
 
 def _competitor(d: _Draft, rank: int, share: float) -> market_pb2.Competitor:
@@ -312,6 +359,8 @@ def _competitor(d: _Draft, rank: int, share: float) -> market_pb2.Competitor:
         unmapped_features=d.unmapped,
         pricing=d.price.terms(),
         relevance=d.relevance,
+        provenance=d.provenance,
+        learned=d.learned,
     )
 
 
@@ -333,7 +382,7 @@ def _our_vector(
             f"{[f'{f} ({phrase})' for f, phrase in named.items()]}"
         )
         return {f: 1.0 if f in named else 0.0 for f in prior.feature_ids}, unmapped, False
-    archetypes = [d for d in drafts if d.variant == 1]  # never the seeded variants
+    archetypes = [d for d in drafts if d.variant == 1]  # never the seeded variants (learned entries count)
     warnings.append(
         "features:missing: the idea lists no features and its text names none; our offering is assumed at "
         "the landscape's median coverage per feature"
@@ -353,12 +402,22 @@ def build_landscape(request: pb.BuildLandscapeRequest) -> pb.BuildLandscapeRespo
     warnings = list(resolution.warnings)
 
     imported = list(idea.grounding.competitors)
-    if imported:
-        drafts = _imported_drafts(prior, imported, table, warnings)
-    else:
-        drafts = [_archetype_draft(prior, a, table) for a in prior.archetypes]
+    drafts = _imported_drafts(prior, imported, table, warnings) if imported else []
+    taken = {name_key(d.name) for d in drafts}
+    known, dropped = select_learned(request.known_competitors, taken)
+    learned = _learned_drafts(known, table)
+    drafts += learned
+    if learned:
+        runs = sorted({c.last_run_id for c in known if c.last_run_id})
+        warnings.append(
+            f"competitors:learned: {len(learned)} competitor(s) earlier runs met in the {idea.domain or prior.domain} "
+            f"domain joined from memory (runs {', '.join(runs) or 'unnamed'})"
+            + (f"; {dropped['duplicate']} left out as already imported" if dropped["duplicate"] else ""))
+    if not imported:
+        archetypes = [a for a in prior.archetypes if name_key(a.name) not in taken]
+        drafts += [_archetype_draft(prior, a, table) for a in archetypes]
         by_relevance = sorted(range(len(prior.archetypes)), key=lambda i: (-prior.archetypes[i].relevance, i))
-        extra = max(0, count - len(prior.archetypes))
+        extra = max(0, count - len(learned) - len(archetypes))
         for k in range(extra):
             base = prior.archetypes[by_relevance[k % len(by_relevance)]]
             drafts.append(_variant_draft(prior, base, k // len(by_relevance) + 2, k, int(request.seed), table))
@@ -382,24 +441,28 @@ def build_landscape(request: pb.BuildLandscapeRequest) -> pb.BuildLandscapeRespo
             RELEVANCE_PRIOR_WEIGHT * d.prior_relevance + (1 - RELEVANCE_PRIOR_WEIGHT) * overlap
         )
         d.relevance = round(score, DECIMALS)
-    ranked = sorted(drafts, key=lambda d: (-d.relevance, d.name, d.id))[:count]
+    ranked = sorted(drafts, key=lambda d: (PROVENANCE_RANK[d.provenance], -d.relevance, d.name, d.id))[:count]
 
     # Imported shares are the founder's data: scaled only if they sum above 1, never to the prior's maximum.
     shares = _listed_shares(ranked, 1.0 if imported else prior.listed_share_max, warnings)
     competitors = [_competitor(d, i + 1, share) for i, (d, share) in enumerate(zip(ranked, shares))]
     if imported:
         imports = sorted({r.import_id[:12] for r in imported if r.import_id})
+        ranked_imports = sum(1 for d in ranked if d.provenance == "imported")
         warnings.append(
-            f"competitors:imported: {len(competitors)} of {len(imported)} imported competitor(s) ranked "
+            f"competitors:imported: {ranked_imports} of {len(imported)} imported competitor(s) ranked "
             f"(imports {', '.join(imports) or 'unnamed'}); none synthesised")
         if len(competitors) < TOP_N_GATE:
             warnings.append(
-                f"competitors:top5_incomplete: only {len(competitors)} competitor(s) imported; the guide's "
+                f"competitors:top5_incomplete: only {len(competitors)} competitor(s) imported"
+                + (" or learned" if learned else "") + f"; the guide's "
                 f"'top {TOP_N_GATE} identified' criterion needs {TOP_N_GATE}")
-    else:
+    elif any(d.synthetic for d in ranked):
         variants = sum(1 for d in ranked if d.variant > 1)
+        synthetic = sum(1 for d in ranked if d.synthetic)
+        share = f"all {len(competitors)}" if synthetic == len(competitors) else f"{synthetic} of {len(competitors)}"
         warnings.append(
-            f"competitors:synthetic: all {len(competitors)} competitors are synthesised from the {prior.domain} "
+            f"competitors:synthetic: {share} competitors are synthesised from the {prior.domain} "
             f"prior's archetypes (no imported competitor list)"
             + (f"; {variants} are seeded variants of archetypes" if variants else "")
         )
@@ -414,6 +477,7 @@ def build_landscape(request: pb.BuildLandscapeRequest) -> pb.BuildLandscapeRespo
         source="idea",
         synthetic=False,
         unmapped_features=our_unmapped,
+        provenance="idea",
     )
     if our_price is not None:
         our.list_price.CopyFrom(our_price.list_price)

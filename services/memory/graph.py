@@ -112,9 +112,18 @@ class MemoryGraph:
             landscape = competitor_service_pb2.BuildLandscapeResponse.FromString(outputs["competitors"])
             for competitor in landscape.competitors:
                 node = competitor_key(domain, competitor.name)
-                self._node(tx, node, "competitor", "", "", domain, competitor.name, {
-                    "name": competitor.name, "monthly_price_usd": competitor.monthly_price_usd,
-                    "features": list(competitor.features), "synthetic": competitor.synthetic}, seen)
+                if competitor.provenance == "learned":
+                    # Taken from memory itself: the run met it, but that is no new sighting (no fresh
+                    # price, source or last_seen, or retention would never let it expire).
+                    if tx.one("SELECT 1 FROM memory_nodes WHERE node_id = ?", (node,)):
+                        self._edge(tx, idea_id, node, "faces", run_id, seen)
+                    continue
+                data = {"name": competitor.name, "monthly_price_usd": competitor.monthly_price_usd,
+                        "features": list(competitor.features), "synthetic": competitor.synthetic,
+                        "source": competitor.source, "run_id": run_id}
+                if competitor.market_share > 0:
+                    data["market_share"] = competitor.market_share
+                self._node(tx, node, "competitor", "", "", domain, competitor.name, data, seen)
                 self._edge(tx, idea_id, node, "faces", run_id, seen)
 
         if "analysis" in outputs:

@@ -67,7 +67,9 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         return pb.ListKnownCompetitorsResponse(competitors=[
             pb.KnownCompetitor(name=c["name"], domain=c["domain"], runs_seen=c["runs_seen"],
                                last_monthly_price_usd=c.get("monthly_price_usd", 0.0), features=c.get("features", []),
-                               synthetic=bool(c.get("synthetic")), last_seen=_ts(c["last_seen"]))
+                               synthetic=bool(c.get("synthetic")), last_seen=_ts(c["last_seen"]),
+                               source=c.get("source", ""), last_run_id=c.get("run_id", ""),
+                               market_share=c.get("market_share"))
             for c in rows])
 
     async def GetDecisionHistory(self, request: pb.GetDecisionHistoryRequest, context) -> pb.GetDecisionHistoryResponse:

@@ -39,6 +39,8 @@ from smvm.v1 import (
     decision_pb2,
     idea_pb2,
     ingestion_service_pb2_grpc,
+    memory_grounding_pb2,
+    memory_service_pb2_grpc,
     overwatch_service_pb2,
     overwatch_service_pb2_grpc,
     persona_service_pb2,
@@ -50,7 +52,7 @@ from smvm.v1 import (
 )
 
 from services.ingestion.alerts import quality_alert  # pure: what a poor import's alert says
-from services.orchestrator import simconfig
+from services.orchestrator import memory_grounding, simconfig
 from services.orchestrator.callbacks.emitter import CallbackEmitter
 from services.orchestrator.rundir import iso, utcnow
 from services.orchestrator.store import STAGE_WEIGHTS, LeaseLost, RunStore, parse_time, progress_before
@@ -83,7 +85,7 @@ class StageClients:
     def __init__(self, settings: Settings):
         self._channels = {
             name: open_channel(settings.addr(name), ClientSecurity.from_settings(settings))
-            for name in ("ingestion", "personas", "competitors", "simulation", "analysis", "overwatch")
+            for name in ("ingestion", "personas", "competitors", "simulation", "analysis", "overwatch", "memory")
         }
         self.ingestion = ingestion_service_pb2_grpc.IngestionServiceStub(self._channels["ingestion"])
         self.personas = persona_service_pb2_grpc.PersonaServiceStub(self._channels["personas"])
@@ -91,6 +93,7 @@ class StageClients:
         self.simulation = simulation_service_pb2_grpc.SimulationServiceStub(self._channels["simulation"])
         self.analysis = analysis_service_pb2_grpc.AnalysisServiceStub(self._channels["analysis"])
         self.overwatch = overwatch_service_pb2_grpc.OverwatchServiceStub(self._channels["overwatch"])
+        self.memory = memory_service_pb2_grpc.MemoryServiceStub(self._channels["memory"])
         self.simulation_replicas = len(addresses_of(settings.simulation_addr))
 
     async def close(self) -> None:
@@ -290,12 +293,14 @@ class Pipeline:
                 self._alert(ctx, "quality_warning", "warning", "the persona sample failed its bias checks",
                             {"bias_report": to_dict(personas.bias_report)})
 
+        memory = await self._memory_grounding(ctx)
         landscape = self._committed(ctx, "competitors", competitor_service_pb2.BuildLandscapeResponse)
         if landscape is None:
             self._start(ctx, "competitors")
             landscape = await self._call(ctx, "competitors", lambda t: self.clients.competitors.BuildLandscape(
                 competitor_service_pb2.BuildLandscapeRequest(
-                    idea=ctx.idea, count=cfg.competitor_count, seed=simconfig.stage_seed(ctx.seed, "competitors")),
+                    idea=ctx.idea, count=cfg.competitor_count, seed=simconfig.stage_seed(ctx.seed, "competitors"),
+                    known_competitors=memory.known_competitors),
                 timeout=t), cap)
             rundir.write_json("outputs/competitors.output.json", to_dict(landscape))
             self._done(ctx, "competitors", {"competitors": len(landscape.competitors), "prior": landscape.prior}, landscape)
@@ -340,7 +345,7 @@ class Pipeline:
             idea=ctx.idea, personas=personas.personas, competitors=landscape.competitors,
             our_offering=landscape.our_offering, simulation_config=sim_config, simulation=result,
             bias_report=personas.bias_report,
-            cost_overrides=ctx.idea.cost_overrides if ctx.idea.HasField("cost_overrides") else None)
+            cost_overrides=ctx.idea.cost_overrides if ctx.idea.HasField("cost_overrides") else None, memory=memory)
         analysis = self._committed(ctx, "analysis", analysis_service_pb2.AnalyzeResponse)
         if analysis is None:
             self._start(ctx, "analysis")
@@ -410,6 +415,30 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 self.store.update(ctx.run_id, "reports.failed", payload={"error": f"{type(exc).__name__}: {exc}"[:500]})
 
+
+    # ------------------------------------------------------------------ memory (services/orchestrator/memory_grounding.py)
+    async def _memory_grounding(self, ctx: RunContext) -> memory_grounding_pb2.MemoryGrounding:
+        """What memory knew for this run: committed before the competitors stage (a resumed run reads
+        it back), asked within `memory_timeout_s`; memory down or slow gives an "unavailable" grounding
+        and a memory.unavailable event, and the run goes on without it."""
+        committed = self._committed(ctx, "memory", memory_grounding_pb2.MemoryGrounding)
+        if committed is not None:
+            return committed
+        timeout = max(0.001, min(self.settings.memory_timeout_s, ctx.deadline - time.monotonic()))
+        grounding = await memory_grounding.ground(self.clients.memory, run_id=ctx.run_id, project_id=ctx.project_id,
+                                                  idea=ctx.idea, timeout_s=timeout)
+        if grounding.status == "used":
+            event, payload = "memory.grounded", {
+                "known_competitors": len(grounding.known_competitors),
+                "similar_ideas": [i.run_id for i in grounding.similar_ideas],
+                "decision_history": [d.run_id for d in grounding.decision_history]}
+        else:
+            log.warning("run %s goes on without memory grounding: %s", ctx.run_id, grounding.error)
+            event, payload = "memory.unavailable", {"error": grounding.error, "warning": (
+                "memory unavailable: the run is decided without learned competitors, similar ideas or decision history")}
+        self.store.update(ctx.run_id, event, payload={"memory_status": grounding.status, **payload},
+                          stage_output=("memory", grounding.SerializeToString(deterministic=True)))
+        return grounding
 
     # ------------------------------------------------------------------ budget (overwatch's ledger)
     async def _reserve_budget(self, ctx: RunContext, sim_config) -> overwatch_service_pb2.ReserveBudgetResponse:

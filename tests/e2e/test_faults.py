@@ -34,7 +34,9 @@ pytestmark = pytest.mark.e2e
 def start_mesh(base: Path, **settings_overrides) -> Mesh:
     settings = Settings(
         profile="test", runs_dir=base / "runs", api_tokens=TOKEN, numba_cache_dir=REPO / ".numba_cache",
-        stage_timeout_s=30, simulation_timeout_s=180, **settings_overrides,
+        stage_timeout_s=30, simulation_timeout_s=180,
+        # The outcomes compared here assume memory answered (a busy machine must not make it give up).
+        memory_timeout_s=20, **settings_overrides,
     )
     mesh = Mesh(settings, addresses=free_addresses(), log_dir=base / "logs", extra_env={"SMVM_PROFILE": "test"})
     mesh.start(timeout_s=300)
@@ -103,12 +105,22 @@ def wait_terminal(client: httpx.Client, run_id: str, timeout_s: float = 240) -> 
 
 
 def outcome(mesh: Mesh, run_id: str) -> dict:
-    """What must not depend on faults: the simulation's numbers and the decision."""
+    """What must not depend on faults: the simulation's numbers and the decision.
+
+    The decision's memory evidence is checked apart (memory_of): it cites the runs decided before this
+    one, which differ by design. Every run here is a re-run of the same idea in the same project, so
+    none is a precedent and memory moves no risk score."""
     rundir = Path(mesh.settings.runs_dir) / EXAMPLE["project_id"] / "validation" / run_id
     simulation = json.loads((rundir / "outputs/simulation.result.json").read_text())
     simulation.pop("kernel_seconds", None)
     decision = json.loads((rundir / "outputs/decision.output.json").read_text())
+    decision["decision"].pop("memory")
     return {"simulation": simulation, "decision": decision["decision"], "review": decision["review"]}
+
+
+def memory_of(mesh: Mesh, run_id: str) -> dict:
+    rundir = Path(mesh.settings.runs_dir) / EXAMPLE["project_id"] / "validation" / run_id
+    return json.loads((rundir / "outputs/decision.output.json").read_text())["decision"]["memory"]
 
 
 def events_of(mesh: Mesh, run_id: str) -> list[dict]:
@@ -135,6 +147,8 @@ def test_killing_the_simulation_mid_run_and_restarting_it_gives_the_undisturbed_
     assert outcome(mesh, run_id) == undisturbed
     completed = [e["payload"]["stage"] for e in events_of(mesh, run_id) if e["type"] == "stage.completed"]
     assert completed == ["personas", "competitors", "simulation", "analysis", "overwatch"]
+    memory = memory_of(mesh, run_id)
+    assert memory["status"] == "used" and memory["decision_history"] and "precedents" not in memory
 
 
 def test_killing_the_orchestrator_mid_run_and_restarting_it_resumes_the_run(mesh, client, undisturbed):
@@ -156,6 +170,9 @@ def test_killing_the_orchestrator_mid_run_and_restarting_it_resumes_the_run(mesh
     assert resumed == ["ingestion", "personas", "competitors"]
     completed = [e["payload"]["stage"] for e in events if e["type"] == "stage.completed"]
     assert completed == ["personas", "competitors", "simulation", "analysis", "overwatch"]
+    # memory was asked once, before the crash; the resumed run used the grounding committed then
+    assert [e["type"] for e in events].count("memory.grounded") == 1
+    assert before in [d["run_id"] for d in memory_of(mesh, run_id)["decision_history"]]
     # nothing acknowledged before the crash is missing after it
     listed = {r["run_id"] for r in client.get("/api/v1/validation/runs", params={"page_size": 500}).json()["runs"]}
     assert {before, run_id} <= listed

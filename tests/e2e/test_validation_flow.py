@@ -117,6 +117,12 @@ def test_same_seed_gives_the_same_simulation_and_decision(client, wait):
     first.pop("kernel_seconds", None), second.pop("kernel_seconds", None)
     assert first == second
     d1, d2 = (json.loads((r / "outputs/decision.output.json").read_text())["decision"] for r in runs)
+    # Memory of earlier runs differs by design: the second run's project history holds the first. It is
+    # a re-run of the same idea, so no precedent (the risks stay equal); all else is the seed's to decide.
+    m1, m2 = d1.pop("memory"), d2.pop("memory")
+    assert m1["status"] == m2["status"] == "used"
+    assert m2["decision_history"][-1]["run_id"] == runs[0].name and runs[0].name in m2["evidence"][-1]
+    assert "precedents" not in m2 and "precedent_risk" not in m2
     assert d1 == d2
 
 

@@ -20,7 +20,8 @@ def _ser(message) -> bytes:
 
 
 def decided_run(store: RunStore, run_id: str, project_id: str, title: str, description: str, domain: str,
-                competitors: list[tuple[str, float, bool]], recommendation: str = "GO", state: str = "DECISION_READY"):
+                competitors: list[tuple[str, float, bool]], recommendation: str = "GO", state: str = "DECISION_READY",
+                landscape: competitor_service_pb2.BuildLandscapeResponse | None = None):
     """A run as the orchestrator leaves it: stage outputs committed, then DECISION_READY."""
     record = RunRecord(run_id=run_id, project_id=project_id, state="INITIATED", created_at=f"2026-11-0{len(run_id) % 9 + 1}T00:00:00Z",
                        updated_at="2026-11-01T00:00:00Z", estimated_completion="", request_sha256="x",
@@ -29,7 +30,7 @@ def decided_run(store: RunStore, run_id: str, project_id: str, title: str, descr
     store.create(record, RunDirectory(store.root, project_id, run_id), actor="t", stage_outputs={"ingestion": _ser(idea)})
     personas = persona_service_pb2.GeneratePersonasResponse(personas=[
         market_pb2.Persona(id=f"P{i}", name=f"Persona {i}", segment="students", weight=0.5) for i in range(2)])
-    landscape = competitor_service_pb2.BuildLandscapeResponse(competitors=[
+    landscape = landscape or competitor_service_pb2.BuildLandscapeResponse(competitors=[
         market_pb2.Competitor(id=name, name=name, monthly_price_usd=price, synthetic=synthetic, features=["budgeting"])
         for name, price, synthetic in competitors])
     analysis = analysis_service_pb2.AnalyzeResponse(decision=decision_pb2.Decision(
@@ -130,3 +131,25 @@ def test_bad_retention_rules_name_the_data_class(raw, field):
 def test_the_shipped_rules_load():
     rules = RetentionRules.load()
     assert rules.days["decision"] == 0 and rules.days["persona"] > 0
+
+
+def test_a_competitor_keeps_the_source_it_was_learned_from_and_a_learned_sighting_is_no_new_sighting(store, graph):
+    imported = market_pb2.Competitor(name="Tallyho", monthly_price_usd=12.0, market_share=0.08, provenance="imported",
+                                     source="import:0123456789ab;G2", features=["invoicing"])
+    decided_run(store, "RUN-A", "PROJ-1", "A", "a", "fintech", [],
+                landscape=competitor_service_pb2.BuildLandscapeResponse(competitors=[imported]))
+    graph.sync()
+    (first,) = graph.known_competitors("fintech")
+    assert (first["source"], first["run_id"], first["market_share"], first["runs_seen"]) == (
+        "import:0123456789ab;G2", "RUN-A", 0.08, 1)
+    # A later run took it from memory (at another price, say): the run counts, the sighting does not.
+    learned = market_pb2.Competitor(name="Tallyho", monthly_price_usd=99.0, provenance="learned", source="memory:RUN-A",
+                                    learned=market_pb2.LearnedFrom(run_id="RUN-A", source="import:0123456789ab;G2"))
+    gone = market_pb2.Competitor(name="Forgotten", monthly_price_usd=5.0, provenance="learned", source="memory:RUN-Z")
+    decided_run(store, "RUN-BB", "PROJ-2", "B", "b", "fintech", [],
+                landscape=competitor_service_pb2.BuildLandscapeResponse(competitors=[learned, gone]))
+    graph.sync()
+    (after,) = graph.known_competitors("fintech")  # a learned entry memory no longer holds is not re-created
+    assert after["runs_seen"] == 2
+    assert (after["source"], after["run_id"], after["monthly_price_usd"], after["last_seen"]) == (
+        first["source"], "RUN-A", 12.0, first["last_seen"])

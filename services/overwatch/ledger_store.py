@@ -131,14 +131,15 @@ class LedgerTransaction:
         return (int(row[0]), int(row[1])) if row else None
 
     def project_totals(self, project_id: str, period: str, now: float) -> Totals:
-        committed = self.tx.one(
-            "SELECT evaluations, tokens, cpu_seconds FROM project_period_totals WHERE project_id = ? AND period = ?",
-            (project_id, period)) or (0, 0, 0.0)
-        held = self.tx.one(
-            "SELECT COALESCE(SUM(reserved_evaluations), 0), COALESCE(SUM(reserved_tokens), 0) FROM reservations "
-            "WHERE project_id = ? AND period = ? AND state = 'reserved' AND expires_at > ?",
-            (project_id, period, now))
-        return Totals.of((*committed, *held))
+        """Committed (one totals row) and held (the few live reservations), in ONE statement so that
+        PostgreSQL reads both from one snapshot even where no lock is held (usage reports)."""
+        return Totals.of(self.tx.one(
+            "SELECT COALESCE(t.evaluations, 0), COALESCE(t.tokens, 0), COALESCE(t.cpu_seconds, 0), h.evaluations, "
+            "h.tokens FROM (SELECT COALESCE(SUM(reserved_evaluations), 0) AS evaluations, "
+            "COALESCE(SUM(reserved_tokens), 0) AS tokens FROM reservations "
+            "WHERE project_id = ? AND period = ? AND state = 'reserved' AND expires_at > ?) h "
+            "LEFT JOIN project_period_totals t ON t.project_id = ? AND t.period = ?",
+            (project_id, period, now, project_id, period)))
 
     def insert_reservation(self, row: dict) -> None:
         row = {"actual_evaluations": 0, "actual_tokens": 0, "actual_cpu_seconds": 0.0, "settled_at": "", **row}

@@ -25,6 +25,8 @@ import time
 
 import grpc
 from google.protobuf import json_format
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from smvm import correlation, metrics
 from smvm.channels import ClientSecurity, addresses_of, open_channel
@@ -59,6 +61,8 @@ from services.orchestrator.store import STAGE_WEIGHTS, LeaseLost, RunStore, pars
 
 # Backoff between attempts at a stage that is UNAVAILABLE.
 RETRY_INITIAL_S, RETRY_MAX_S = 0.25, 2.0
+# smvm.db.Database's reasons for DatabaseUnavailable, as a stage reports them in its ErrorInfo.
+DATABASE_OUTAGE_REASONS = ("DATABASE_UNAVAILABLE", "DATABASE_TIMEOUT")
 # How often a run waiting for the database checks whether it is back.
 DATABASE_POLL_S = 1.0
 
@@ -174,7 +178,11 @@ class Pipeline:
         return None if stored is None else message_type.FromString(stored)
 
     async def _call(self, ctx: RunContext, stage: str, coro_fn, cap: float):
-        """Call a stage with a deadline; retry while it is UNAVAILABLE, within `cap` seconds in all."""
+        """Call a stage with a deadline; retry while it is UNAVAILABLE, within `cap` seconds in all.
+
+        A stage whose own database is down (overwatch's ledger lives in the store's database) is
+        the store's outage, not the stage's: the run waits for the database as it does for its own
+        writes, then retries with a fresh stage budget."""
         budget_end = time.monotonic() + cap
         delay = RETRY_INITIAL_S
         attempts = 0
@@ -188,6 +196,13 @@ class Pipeline:
                 return await coro_fn(max(0.001, ends - time.monotonic()))
             except grpc.aio.AioRpcError as err:
                 code = err.code()
+                if code == grpc.StatusCode.UNAVAILABLE and database_outage(err):
+                    log.warning("run %s waits for the database (stage %s: %s)", ctx.run_id, stage, err.details())
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_S)
+                    await self._wait_for_database(ctx)
+                    budget_end = time.monotonic() + cap
+                    continue
                 if code == grpc.StatusCode.UNAVAILABLE:
                     unavailable = err
                 elif code != grpc.StatusCode.DEADLINE_EXCEEDED or unavailable is None:
@@ -532,6 +547,19 @@ class Pipeline:
 
 def _left(ends: float) -> float:
     return max(0.001, ends - time.monotonic())
+
+
+def database_outage(err: grpc.aio.AioRpcError) -> bool:
+    """Whether a stage's UNAVAILABLE says that its database is down (smvm.db.DatabaseUnavailable)."""
+    try:
+        rich = rpc_status.from_call(err)
+    except ValueError:  # a status message that contradicts the call's code: not ours
+        return False
+    for detail in rich.details if rich is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and info.reason in DATABASE_OUTAGE_REASONS:
+            return True
+    return False
 
 
 def stage_error(ctx: RunContext, stage: str, err: grpc.aio.AioRpcError) -> Exception:

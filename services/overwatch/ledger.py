@@ -8,8 +8,9 @@ spent, or `release`s the reservation unspent. Every step and every refusal is an
 
 Ceilings: per run, compute (utility evaluations) and model tokens from the run configuration or the
 service defaults; per project and period (policy `budget.project`), compute, tokens and measured
-CPU seconds. The check and the insert happen in one serialised store transaction, so two concurrent
-reservations can never both slip under a ceiling.
+CPU seconds. The check and the insert happen in one store transaction that first takes the budget's
+locks (`lock_budget`: the project period and the run), so two concurrent reservations - threads,
+processes or overwatch replicas on one database - can never both slip under a ceiling.
 """
 
 from __future__ import annotations
@@ -164,6 +165,7 @@ class Ledger:
         audit = dict(actor=actor or "unknown", run_id=run_id, project_id=project_id, correlation_id=correlation_id)
         refusal: ResourceExhausted | None = None
         with self.store.transaction() as tx:
+            tx.lock_budget(project_id, period, run_id)
             existing = tx.reservation_for(run_id, purpose)
             if existing is not None:
                 return self._replay_reservation(tx, existing, project_id, requested, now)
@@ -262,7 +264,7 @@ class Ledger:
         actual.check("actual")
         now = self.clock()
         with self.store.transaction() as tx:
-            row = self._row(tx, reservation_id)
+            row = self._locked_row(tx, reservation_id)
             ceilings = ProjectCeilings.for_project(self.policy, row["project_id"])
             if row["state"] == "committed":
                 # A retried commit (the orchestrator re-running a stage after losing its database, say)
@@ -293,7 +295,7 @@ class Ledger:
     def release(self, reservation_id: str, *, reason: str = "", actor: str = "", correlation_id: str = "") -> Settlement:
         now = self.clock()
         with self.store.transaction() as tx:
-            row = self._row(tx, reservation_id)
+            row = self._locked_row(tx, reservation_id)
             ceilings = ProjectCeilings.for_project(self.policy, row["project_id"])
             if row["state"] == "committed":
                 raise FailedPrecondition(f"reservation {reservation_id} was committed; it cannot be released",
@@ -307,12 +309,14 @@ class Ledger:
                               self._project_usage(tx, row["project_id"], row["period"], ceilings, now), replayed=replayed)
 
     @staticmethod
-    def _row(tx: LedgerTransaction, reservation_id: str) -> dict:
+    def _locked_row(tx: LedgerTransaction, reservation_id: str) -> dict:
+        """The reservation, held against another replica settling it, and its budget's locks."""
         if not reservation_id:
             raise InvalidArgument("reservation_id", "is required")
-        row = tx.reservation(reservation_id)
+        row = tx.reservation(reservation_id, lock=True)
         if row is None:
             raise NotFound(f"reservation {reservation_id} not found", reason="RESERVATION_NOT_FOUND")
+        tx.lock_budget(row["project_id"], row["period"], row["run_id"])
         return row
 
     @staticmethod
@@ -335,7 +339,7 @@ class Ledger:
         if not run_id and not project_id:
             raise InvalidArgument("run_id", "run_id or project_id is required")
         now = self.clock()
-        with self.store.transaction() as tx:
+        with self.store.reading() as tx:
             run_usage = self._run_usage(tx, check_id("run_id", run_id), now) if run_id else None
             project_usage = None
             if project_id:
@@ -345,11 +349,8 @@ class Ledger:
 
     def _run_usage(self, tx: LedgerTransaction, run_id: str, now: float) -> Usage:
         totals = tx.run_totals(run_id, now)
-        latest = tx.conn.execute(
-            "SELECT run_max_evaluations, run_max_tokens FROM reservations WHERE run_id = ? ORDER BY created_at DESC LIMIT 1",
-            (run_id,)).fetchone()
-        max_evals, max_tokens = (latest[0], latest[1]) if latest else (self.defaults.max_utility_evaluations,
-                                                                       self.defaults.max_tokens_per_run)
+        max_evals, max_tokens = tx.run_ceilings(run_id) or (self.defaults.max_utility_evaluations,
+                                                            self.defaults.max_tokens_per_run)
         return _usage(f"run:{run_id}", totals, Amounts(max_evals, max_tokens, 0.0))
 
     @staticmethod

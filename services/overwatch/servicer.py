@@ -125,7 +125,7 @@ def build_host(settings: Settings, address: str | None = None, *, policy: Overwa
                security: ServerSecurity | None = None) -> ServiceHost:
     policy = policy or load_policy()  # read once at start: a broken policy file fails the start, not a run
     defaults = BudgetDefaults.from_settings(settings, policy)
-    ledger = Ledger(LedgerStore.under(settings.runs_dir), defaults, policy)
+    ledger = Ledger(LedgerStore.under(settings.runs_dir, settings.database_url), defaults, policy)
     servicer = OverwatchServicer(defaults, policy, ledger)
 
     def register(server):

@@ -175,6 +175,127 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        5,
+        "overwatch ledger and audit trail; run events in the audit trail",
+        (
+            # Budget reservations (services/overwatch/ledger.py): held, then committed or released.
+            """CREATE TABLE reservations (
+                reservation_id TEXT PRIMARY KEY,
+                run_id TEXT NOT NULL,
+                project_id TEXT NOT NULL,
+                purpose TEXT NOT NULL,
+                period TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('reserved', 'committed', 'released')),
+                reserved_evaluations {bigint} NOT NULL,
+                reserved_tokens {bigint} NOT NULL,
+                actual_evaluations {bigint} NOT NULL DEFAULT 0,
+                actual_tokens {bigint} NOT NULL DEFAULT 0,
+                actual_cpu_seconds {float} NOT NULL DEFAULT 0,
+                run_max_evaluations {bigint} NOT NULL,
+                run_max_tokens {bigint} NOT NULL,
+                created_at TEXT NOT NULL,
+                expires_at {float} NOT NULL,
+                settled_at TEXT NOT NULL DEFAULT '',
+                UNIQUE (run_id, purpose)
+            )""",
+            "CREATE INDEX reservations_held ON reservations (project_id, period, state)",
+            # What each project has committed per period, kept with every commit so that a
+            # reservation reads one row (plus the few reservations still held); on PostgreSQL this
+            # row is also the lock that orders reservations of one project period across replicas.
+            """CREATE TABLE project_period_totals (
+                project_id TEXT NOT NULL,
+                period TEXT NOT NULL,
+                evaluations {bigint} NOT NULL DEFAULT 0,
+                tokens {bigint} NOT NULL DEFAULT 0,
+                cpu_seconds {float} NOT NULL DEFAULT 0,
+                PRIMARY KEY (project_id, period)
+            )""",
+            # The audit trail: budget, review and access events, and (copied by the trigger below)
+            # every run event of the event store, in one sequence that ListAuditEvents pages by.
+            """CREATE TABLE audit_events (
+                seq {serial},
+                time TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                project_id TEXT NOT NULL,
+                correlation_id TEXT NOT NULL,
+                payload_json TEXT NOT NULL
+            )""",
+            "CREATE INDEX audit_by_run ON audit_events (run_id, seq)",
+            "CREATE INDEX audit_by_project ON audit_events (project_id, seq)",
+            # Legacy overwatch.db files already imported (services/overwatch/legacy_import.py).
+            """CREATE TABLE ledger_imports (
+                fingerprint TEXT PRIMARY KEY,
+                source TEXT NOT NULL,
+                reservations INTEGER NOT NULL,
+                audit_events INTEGER NOT NULL,
+                imported_at TEXT NOT NULL
+            )""",
+        ),
+        # Run lifecycle in the audit trail: each event the run store appends (run.initiated, every
+        # state change, decision, review, failure...) is copied, in the same transaction, as kind
+        # "run.<type>" with the run's project. The payload drops the full run record that
+        # run.initiated carries and names the event store's event_id. Events stored before this
+        # migration are copied once by the INSERT ... SELECT after the trigger exists.
+        sqlite_only=(
+            """CREATE TRIGGER events_into_audit AFTER INSERT ON events
+               BEGIN
+                 INSERT INTO audit_events (time, kind, actor, run_id, project_id, correlation_id, payload_json)
+                 VALUES (NEW.time,
+                         CASE WHEN substr(NEW.type, 1, 4) = 'run.' THEN NEW.type ELSE 'run.' || NEW.type END,
+                         NEW.actor, NEW.run_id,
+                         COALESCE((SELECT project_id FROM runs WHERE run_id = NEW.run_id), ''),
+                         NEW.correlation_id,
+                         CASE WHEN NOT json_valid(NEW.payload) THEN json_object('event_id', NEW.event_id)
+                              WHEN json_type(NEW.payload) = 'object'
+                              THEN json_set(json_remove(NEW.payload, '$.record'), '$.event_id', NEW.event_id)
+                              ELSE json_object('event_id', NEW.event_id) END);
+               END""",
+            """INSERT INTO audit_events (time, kind, actor, run_id, project_id, correlation_id, payload_json)
+               SELECT e.time, CASE WHEN substr(e.type, 1, 4) = 'run.' THEN e.type ELSE 'run.' || e.type END,
+                      e.actor, e.run_id, COALESCE(r.project_id, ''), e.correlation_id,
+                      CASE WHEN NOT json_valid(e.payload) THEN json_object('event_id', e.event_id)
+                              WHEN json_type(e.payload) = 'object'
+                           THEN json_set(json_remove(e.payload, '$.record'), '$.event_id', e.event_id)
+                           ELSE json_object('event_id', e.event_id) END
+               FROM events e LEFT JOIN runs r ON r.run_id = e.run_id ORDER BY e.seq""",
+        ),
+        postgresql_only=(
+            # A payload that is not a JSON object (NaN written by Python, say) must never make the
+            # run store's write fail: it is audited with its event_id only.
+            """CREATE FUNCTION smvm_run_event_audit_payload(payload TEXT, event_id TEXT) RETURNS TEXT
+               LANGUAGE plpgsql IMMUTABLE AS $$
+               DECLARE parsed JSONB;
+               BEGIN
+                 parsed := payload::jsonb;
+                 IF jsonb_typeof(parsed) <> 'object' THEN
+                   RETURN jsonb_build_object('event_id', event_id)::text;
+                 END IF;
+                 RETURN ((parsed - 'record') || jsonb_build_object('event_id', event_id))::text;
+               EXCEPTION WHEN others THEN
+                 RETURN jsonb_build_object('event_id', event_id)::text;
+               END $$""",
+            """CREATE FUNCTION smvm_events_into_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN
+                 INSERT INTO audit_events (time, kind, actor, run_id, project_id, correlation_id, payload_json)
+                 VALUES (NEW.time,
+                         CASE WHEN substr(NEW.type, 1, 4) = 'run.' THEN NEW.type ELSE 'run.' || NEW.type END,
+                         NEW.actor, NEW.run_id,
+                         COALESCE((SELECT project_id FROM runs WHERE run_id = NEW.run_id), ''),
+                         NEW.correlation_id, smvm_run_event_audit_payload(NEW.payload, NEW.event_id));
+                 RETURN NULL;
+               END $$""",
+            """CREATE TRIGGER events_into_audit AFTER INSERT ON events
+               FOR EACH ROW EXECUTE FUNCTION smvm_events_into_audit()""",
+            """INSERT INTO audit_events (time, kind, actor, run_id, project_id, correlation_id, payload_json)
+               SELECT e.time, CASE WHEN substr(e.type, 1, 4) = 'run.' THEN e.type ELSE 'run.' || e.type END,
+                      e.actor, e.run_id, COALESCE(r.project_id, ''), e.correlation_id,
+                      smvm_run_event_audit_payload(e.payload, e.event_id)
+               FROM events e LEFT JOIN runs r ON r.run_id = e.run_id ORDER BY e.seq""",
+        ),
+    ),
+    Migration(
         6,
         "idempotency keys: SubmitRun's Idempotency-Key answers, shared by every gateway replica",
         (

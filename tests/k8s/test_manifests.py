@@ -213,7 +213,7 @@ def test_orchestrator_can_reach_tractionbuild_and_the_database(rendered, overlay
     """Callbacks to TractionBuild leave the orchestrator over HTTPS; PostgreSQL is outside the cluster."""
     policies = list(by_kind(rendered[overlay], "NetworkPolicy").values())
     assert egress_allows(policies, {NAME: "orchestrator"}, 443)
-    for service in ("orchestrator", "memory"):
+    for service in ("orchestrator", "memory", "overwatch"):
         assert egress_allows(policies, {NAME: service}, 5432), service
     # The check can fail: a default-deny egress policy without an exception blocks the callbacks.
     deny_egress = {"spec": {"podSelector": {}, "policyTypes": ["Egress"]}}
@@ -283,10 +283,11 @@ def test_secrets_reach_exactly_the_processes_that_need_them(rendered, overlay):
     for name in SERVICES:
         assert secret_key_ref(deployments[name], "SMVM_SERVICE_TOKEN") == ("smvm-service-token", "token"), name
         assert env_of(deployments[name])["SMVM_SERVICE_TOKEN"]["valueFrom"]["secretKeyRef"].get("optional") is not True
-    # The run store: the orchestrator replicas and the memory service share one database; nobody else
-    # holds its credentials (the gateway reaches runs only through the orchestrator).
+    # The store: the orchestrator replicas, the memory service and overwatch (ledger, audit trail)
+    # share one database; nobody else holds its credentials (the gateway reaches runs only through
+    # the orchestrator, the audit trail only through overwatch).
     holders = {n for n, d in deployments.items() if "SMVM_DATABASE_URL" in env_of(d)}
-    assert holders == {"orchestrator", "memory"}
+    assert holders == {"orchestrator", "memory", "overwatch"}
     for name in holders:
         assert secret_key_ref(deployments[name], "SMVM_DATABASE_URL") == ("smvm-database", "url"), name
     # Scoped tokens are checked at the REST gateway, from a Secret mounted as a directory (no subPath),
@@ -298,30 +299,24 @@ def test_secrets_reach_exactly_the_processes_that_need_them(rendered, overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_overwatch_is_one_pod_with_its_own_volume(rendered, overlay):
-    """Its ledger and audit trail are one SQLite file, $SMVM_RUNS_DIR/overwatch.db: one pod at a time,
-    on a persistent, writable, single-node volume; and its disruption budget must not block drains."""
+def test_overwatch_keeps_its_ledger_in_the_database_and_no_volume(rendered, overlay):
+    """Its ledger and audit trail are in the shared database: no volume of its own, any replica count,
+    rolled one at a time, and a disruption budget that keeps one pod serving without blocking drains."""
     objects = rendered[overlay]
     overwatch = by_kind(objects, "Deployment")["overwatch"]
-    assert overwatch["spec"]["replicas"] == 1
-    assert overwatch["spec"]["strategy"] == {"type": "Recreate"}
-    assert "overwatch" not in by_kind(objects, "HorizontalPodAutoscaler")
+    assert overwatch["spec"]["strategy"] == {"type": "RollingUpdate",
+                                             "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     spec = pod_spec(overwatch)
     (container,) = spec["containers"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert not [v for v in spec["volumes"] if "persistentVolumeClaim" in v]
     runs_dir = env_map(objects)["SMVM_RUNS_DIR"]
-    assert "SMVM_RUNS_DIR" not in env_of(overwatch)
-    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == runs_dir]
-    assert not mount.get("readOnly") and "subPath" not in mount
-    claim = {v["name"]: v for v in spec["volumes"]}[mount["name"]]["persistentVolumeClaim"]["claimName"]
-    assert claim == "smvm-overwatch"
-    assert by_kind(objects, "PersistentVolumeClaim")[claim]["spec"]["accessModes"] == ["ReadWriteOnce"]
-    users = {n for n, d in by_kind(objects, "Deployment").items()
-             if any(v.get("persistentVolumeClaim", {}).get("claimName") == claim for v in pod_spec(d)["volumes"])}
-    assert users == {"overwatch"}
+    assert not [m for m in container["volumeMounts"] if m["mountPath"] == runs_dir]
+    assert "smvm-overwatch" not in by_kind(objects, "PersistentVolumeClaim")
+    assert secret_key_ref(overwatch, "SMVM_DATABASE_URL") == ("smvm-database", "url")
     (pdb,) = [p for p in by_kind(objects, "PodDisruptionBudget").values()
               if p["spec"]["selector"]["matchLabels"] == {NAME: "overwatch"}]
-    assert "minAvailable" not in pdb["spec"] and pdb["spec"]["maxUnavailable"] == 1  # a drain may evict it
+    assert "minAvailable" not in pdb["spec"] and pdb["spec"]["maxUnavailable"] == 1  # a drain may evict one
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -398,7 +393,7 @@ def test_overlays_differ_as_intended(rendered):
     assert len(set(namespaces.values())) == 3
     for stage in ("ingestion", "personas", "competitors", "analysis"):
         assert replicas(prod, stage) == 2 and replicas(dev, stage) == 1 and replicas(test, stage) == 1
-    assert replicas(prod, "overwatch") == 1  # the SQLite ledger: one pod (test_overwatch_is_one_pod...)
+    assert replicas(prod, "overwatch") == 2 and replicas(dev, "overwatch") == replicas(test, "overwatch") == 1
     # Several orchestrator replicas share PostgreSQL and the ReadWriteMany run volume in prod, rolled
     # one at a time; elsewhere one replica on a ReadWriteOnce volume, replaced by Recreate.
     orchestrators = {o: by_kind(rendered[o], "Deployment")["orchestrator"]["spec"] for o in OVERLAYS}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from smvm.db.testing import database_url, db, pg_cluster, pg_server_url, pg_url  # noqa: F401 (fixtures)
 from smvm.v1 import decision_pb2, market_pb2, overwatch_service_pb2 as pb, simulation_pb2
 
 # The analysis policy's decision matrix, with scores whose weighted mean is exactly 80.

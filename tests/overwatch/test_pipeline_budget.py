@@ -54,8 +54,8 @@ def _events(runs_dir: Path, run_id: str) -> list[dict]:
 
 
 def _preload(runs_dir: Path, evaluations: int) -> None:
-    """Another run of the project already holds `evaluations` (written to the ledger file directly,
-    as a second overwatch replica sharing it would)."""
+    """Another run of the project already holds `evaluations` (written to the store's database
+    directly, as a second overwatch replica sharing it would)."""
     ledger = Ledger(LedgerStore.under(runs_dir), BudgetDefaults(PROJECT_CEILING, 10_000), load_policy())
     ledger.reserve(run_id="RUN-OTHER", project_id="PROJ-B", requested=Amounts(evaluations),
                    max_utility_evaluations=PROJECT_CEILING)
@@ -100,7 +100,8 @@ async def test_a_spent_project_fails_the_run_before_the_simulation_starts(runs_d
     assert "RESOURCE_EXHAUSTED" in status.error and "project PROJ-B compute ceiling exceeded" in status.error
     assert status.stage_results["simulation"] == "failed" and status.stage_results["analysis"] == "pending"
     assert not (runs_dir / "PROJ-B/validation/RUN-LEDGER-2/outputs/simulation.result.json").exists()
-    refused = Ledger(LedgerStore.under(runs_dir), BudgetDefaults(1, 1), load_policy()).events(run_id="RUN-LEDGER-2")
+    refused = Ledger(LedgerStore.under(runs_dir), BudgetDefaults(1, 1), load_policy()).events(
+        run_id="RUN-LEDGER-2", kind_prefix="budget.")
     assert [e.kind for e in refused] == ["budget.refused"]
     assert refused[0].payload["reason"] == "PROJECT_COMPUTE_CEILING_EXCEEDED"
     assert refused[0].correlation_id and refused[0].project_id == "PROJ-B"
@@ -169,5 +170,6 @@ async def test_without_a_service_token_the_end_user_is_still_named_in_the_budget
             while (await stub.GetRunStatus(vpb.GetRunStatusRequest(run_id="RUN-ACTOR-1"), timeout=5)).status.state \
                     not in (run_pb2.RUN_STATE_DECISION_READY, run_pb2.RUN_STATE_FAILED):
                 await asyncio.sleep(0.05)
-    trail = Ledger(LedgerStore.under(runs_dir), BudgetDefaults(1, 1), load_policy()).events(run_id="RUN-ACTOR-1")
+    trail = Ledger(LedgerStore.under(runs_dir), BudgetDefaults(1, 1), load_policy()).events(
+        run_id="RUN-ACTOR-1", kind_prefix="budget.")
     assert trail[0].kind == "budget.reserved" and trail[0].actor == "tb-founder via anonymous"

@@ -73,8 +73,11 @@ def test_a_scoped_submitter_runs_a_validation_through_the_secured_mesh(secured):
                 break
             time.sleep(0.1)
     kinds = [e["kind"] for e in trail]
-    assert kinds[:2] == ["budget.reserved", "budget.committed"] and "access.denied" in kinds
-    assert trail[0]["actor"] == "tb-acme via service"
+    # The run's lifecycle comes first (run.initiated, its state changes), the budget settled in order.
+    budget = [e for e in trail if e["kind"].startswith("budget.")]
+    assert kinds[0] == "run.initiated" and "run.decision_ready" in kinds and "access.denied" in kinds
+    assert [e["kind"] for e in budget[:2]] == ["budget.reserved", "budget.committed"]
+    assert budget[0]["actor"] == "tb-acme via service"
     denial = next(e for e in trail if e["kind"] == "access.denied")
     assert denial["actor"] == "tb-other" and denial["project_id"] == "PROJ-ACME"
 

@@ -123,9 +123,11 @@ def measure(replicas: int, sets: list[list[int]], rest: list[int], payload: dict
     """Start a mesh with `replicas` pinned simulation replicas; one warm-up run, then `repeats` timed runs."""
     import httpx
 
+    starting = time.perf_counter()
     with local_mesh(simulation_replicas=replicas, rate_limits="off") as mesh, httpx.Client(
         base_url=mesh.gateway_url, headers={"Authorization": f"Bearer {BENCH_TOKEN}"}, timeout=120
     ) as client:
+        print(f"  mesh started in {time.perf_counter() - starting:.1f} s", flush=True)
         pids = [mesh.processes[f"simulation-{i}"].pid for i in range(replicas)]
         for pid, cpus in zip(pids, sets):
             pin(pid, cpus)
@@ -171,6 +173,7 @@ def main() -> int:
     parser.add_argument("--replicas", default="1,2,3", help="comma list of replica counts; the first is the baseline")
     parser.add_argument("--cpus-per-replica", type=int, default=0, help="0: the CPUs / the largest replica count")
     args = parser.parse_args()
+    began = time.perf_counter()
     counts = [int(n) for n in args.replicas.split(",")]
     cpus = sorted(os.sched_getaffinity(0))
     per_replica = args.cpus_per_replica or max(1, len(cpus) // max(counts))
@@ -222,14 +225,16 @@ def main() -> int:
         if n != base:
             summary.append(f"{n} replicas {s_up:.2f}x ({s_up / n * 100:.0f} %)")
     row.update({"identical": "yes", "digest": digest[:16]})
-    path = append_row("sim_scaling", row)
+    # The file's columns are those of the default replica counts; other counts are printed only.
+    path = append_row("sim_scaling", row) if counts == [1, 2, 3] else None
     print(f"(medians of {args.repeats}; speed-up and efficiency against {base} replica(s); chunks s = the chunks' "
           f"compute time summed over replicas (the result's kernel_seconds, wall time per chunk); replica CPU s = "
           f"user + system CPU of all replica processes from POST to decision)")
     print(f"all {sum(len(r) for r in results.values())} runs bit-identical ({chunks} chunks, simulation result "
-          f"sha256 {digest[:16]}...); row appended to {path.relative_to(REPO)}")
+          f"sha256 {digest[:16]}...); " + (f"row appended to {path.relative_to(REPO)}" if path else "no row appended (replica "
+          "counts other than 1,2,3)"))
     print(f"sim_scaling: simulation stage {', '.join(summary) or 'no comparison'} vs {base} replica(s); "
-          f"{len(cpus)} CPUs, results bit-identical")
+          f"{len(cpus)} CPUs, results bit-identical ({time.perf_counter() - began:.0f} s in all)")
     return 0
 
 

@@ -56,10 +56,12 @@ up: install
 	$(VENV)/bin/smvm up
 
 # Benchmarks print a table and append a dated row to benchmarks/results/<name>.tsv (docs/benchmarks.md).
+# sim_scaling starts the mesh three times (1, 2, 3 simulation replicas): 140 s at load average 20.
 bench: install bench-tools
 	$(PY) benchmarks/sim_kernel.py
 	$(PY) benchmarks/e2e_latency.py
 	$(PY) benchmarks/gateway_load.py
+	$(PY) benchmarks/sim_scaling.py
 
 # wrk and h2load (Debian packages) generate the HTTP and gRPC load.
 bench-tools:

@@ -47,6 +47,10 @@ def channel_options(service_config: dict | None = None) -> list[tuple[str, objec
         ("grpc.initial_reconnect_backoff_ms", 250),
         ("grpc.min_reconnect_backoff_ms", 250),
         ("grpc.max_reconnect_backoff_ms", 2_000),
+        # Never drop to IDLE (gRPC's default after 30 min without calls): a round-robin channel
+        # waking up connects to its replicas one by one and sends every call made meanwhile to the
+        # first one ready, so the first run after a quiet spell put all its shards on one replica.
+        ("grpc.client_idle_timeout_ms", 2**31 - 1),
     ]
 
 

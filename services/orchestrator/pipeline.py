@@ -99,6 +99,9 @@ class StageClients:
         self.overwatch = overwatch_service_pb2_grpc.OverwatchServiceStub(self._channels["overwatch"])
         self.memory = memory_service_pb2_grpc.MemoryServiceStub(self._channels["memory"])
         self.simulation_replicas = len(addresses_of(settings.simulation_addr))
+        # Connect to every replica now, not at the first run: until all are connected, round-robin
+        # sends every shard of a fan-out to the first replica that is ready (test_shard_spread.py).
+        self._channels["simulation"].get_state(try_to_connect=True)
 
     async def close(self) -> None:
         await asyncio.gather(*(ch.close() for ch in self._channels.values()))

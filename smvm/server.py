@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import concurrent.futures
 import logging
+import os
 import signal
+import threading
+import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable
 
@@ -161,6 +165,10 @@ def run_service(
     logs.configure(name, settings.log_level)
 
     async def main() -> None:
+        # Our own default executor, so that shutdown can tell its busy workers from everything else.
+        worker_prefix = f"{name}-worker"
+        executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix=worker_prefix)
+        asyncio.get_running_loop().set_default_executor(executor)
         host = build(settings)
         # Tokens and TLS come from the settings; a denial hook the service installed is kept.
         host.security = dataclasses.replace(ServerSecurity.from_settings(settings), on_denied=host.security.on_denied)
@@ -172,5 +180,27 @@ def run_service(
         await stop.wait()
         log.info("shutdown requested; draining", extra={"grace_s": host.grace_s})
         await host.stop()
+        await _abandon_busy_workers(executor, worker_prefix, wait_s=max(1.0, min(5.0, host.grace_s)))
 
     asyncio.run(main())
+
+
+async def _abandon_busy_workers(executor: concurrent.futures.ThreadPoolExecutor, prefix: str, wait_s: float) -> None:
+    """After the drain, give worker threads `wait_s` to finish, then exit without them.
+
+    A handler cancelled at the end of the grace period leaves its thread running (e.g. analysis
+    rendering a report under load), and asyncio.run() would join it however long it takes, so a
+    SIGTERM'd service could outlive its pod's termination grace and be SIGKILLed. Its caller has
+    already been answered CANCELLED and retries elsewhere, so nothing is lost by not waiting."""
+    executor.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + wait_s
+    while True:
+        busy = [t for t in threading.enumerate() if t.name.startswith(prefix) and t.is_alive()]
+        if not busy:
+            return
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.05)
+    log.warning("worker threads still busy after the drain; exiting without them", extra={"threads": len(busy)})
+    logging.shutdown()
+    os._exit(0)

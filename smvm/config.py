@@ -77,7 +77,16 @@ class Settings(BaseSettings):
         "", description="Scoped, hashed bearer tokens (YAML/JSON; `smvm token create` writes it); empty = none"
     )
     service_token: str = Field(
-        "", description="The mesh's service token; when set every gRPC service requires it (or an admin token)"
+        "", description="The mesh's service token; when set every gRPC service requires it (or an admin token). "
+        "During a rotation a comma-separated list: the first is the one this process sends, all are accepted"
+    )
+    service_tokens_accepted: str = Field(
+        "", description="More service tokens accepted but never sent (comma-separated): the next one before a "
+        "rotation, the previous one after it (docs/security.md)"
+    )
+    service_tokens_accepted_until: str = Field(
+        "", description="ISO 8601 time ending the overlap: after it only the current service token is accepted; "
+        "empty = until removed from the list"
     )
     tls_cert: str = Field("", description="PEM certificate of this process for mTLS between services; empty = plaintext")
     tls_key: str = Field("", description="PEM private key matching tls_cert")
@@ -156,6 +165,21 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("service_tokens_accepted_until")
+    @classmethod
+    def _valid_overlap_end(cls, value: str) -> str:
+        if value.strip():
+            from smvm.auth import parse_utc
+
+            parse_utc(value.strip())  # ValueError says what is wrong with the time
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _accepted_tokens_need_a_current_one(self) -> "Settings":
+        if self.service_tokens_accepted.strip(" ,") and not self.service_token.strip(" ,"):
+            raise ValueError("service_tokens_accepted needs service_token (the token this process sends) to be set")
+        return self
+
     @field_validator("profile")
     @classmethod
     def _known_profile(cls, value: str) -> str:
@@ -187,6 +211,11 @@ class Settings(BaseSettings):
         if self.profile == "dev":
             tokens.add("dev-admin-token")
         return frozenset(tokens)
+
+    def service_tokens(self) -> tuple[str, ...]:
+        """The mesh's service tokens, current (the one sent) first, then every other accepted one."""
+        listed = [t.strip() for t in f"{self.service_token},{self.service_tokens_accepted}".split(",") if t.strip()]
+        return tuple(dict.fromkeys(listed))
 
     def webhook_signing_secrets(self) -> list[str]:
         """Secrets that sign callbacks, current first; outside prod a fixed secret stands in when none is set."""

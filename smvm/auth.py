@@ -13,7 +13,9 @@ Kubernetes Secret), written by `smvm token create / revoke / list`:
 
 The file is re-read when it changes, so a revocation takes effect without a restart. The legacy
 `SMVM_API_TOKENS` (and `dev-admin-token` in the dev profile) remain admin tokens for every project;
-`SMVM_SERVICE_TOKEN` is the mesh's own service token. `authenticate` turns a presented secret into
+`SMVM_SERVICE_TOKEN` is the mesh's own service token (a list during a rotation: the first is sent,
+all are accepted; `SMVM_SERVICE_TOKENS_ACCEPTED` adds accepted-only ones until removed or until
+`SMVM_SERVICE_TOKENS_ACCEPTED_UNTIL`). `authenticate` turns a presented secret into
 a `Principal`; `Principal.allows(action)` and `Principal.sees(project_id)` are the whole policy.
 
 For gRPC, `AuthServerInterceptor` requires a service (or admin) token on every call except health

@@ -94,6 +94,23 @@ class Settings(BaseSettings):
     tls_server_name: str = Field("", description="Name to verify in servers' certificates instead of the dialled host")
     public_base_url: str = Field("http://127.0.0.1:8080", description="Base URL the gateway is reached at")
 
+    # The optional persona-narrative model adapter (services/personas/llm_adapter.py): off unless
+    # llm_base_url and llm_model are set; its tokens are reserved and metered in overwatch's ledger.
+    llm_base_url: str = Field(
+        "", description="Base URL of an OpenAI-compatible API (POST {base}/chat/completions) for persona "
+        "narratives, e.g. https://api.openai.com/v1; empty = off (template narratives)"
+    )
+    llm_model: str = Field("", description="Model name sent to the narrative adapter's provider; empty = off")
+    llm_api_key: str = Field("", description="Bearer credential of the narrative provider (a secret); may be empty")
+    llm_timeout_s: float = Field(20.0, gt=0, description="Deadline of one narrative call to the provider")
+    llm_tokens_per_persona: int = Field(
+        500, gt=0, description="Model tokens (prompt + completion) the orchestrator reserves per persona narrative"
+    )
+    llm_max_completion_tokens: int = Field(
+        200, gt=0, description="Largest completion asked for one narrative (max_tokens of the call)"
+    )
+    llm_concurrency: int = Field(4, gt=0, description="Narrative calls in flight at once per personas request")
+
     numba_cache_dir: Path = Field(Path(".numba_cache"), description="numba's on-disk compile cache")
     grace_period_s: float = Field(10.0, description="Drain time on SIGTERM before in-flight calls are cut")
     stage_timeout_s: float = Field(60.0, description="Deadline of one stage call from the orchestrator")
@@ -164,6 +181,18 @@ class Settings(BaseSettings):
                 f"({self.webhook_max_retries}), or a receiver outage could dead-letter callbacks"
             )
         return self
+
+    @field_validator("llm_base_url")
+    @classmethod
+    def _valid_llm_base_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not (value.startswith(("http://", "https://")) and len(value.split("://", 1)[1]) > 0):
+            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+        return value
+
+    def llm_enabled(self) -> bool:
+        """Whether persona narratives may call the model (both the provider and the model are named)."""
+        return bool(self.llm_base_url and self.llm_model)
 
     @field_validator("service_tokens_accepted_until")
     @classmethod

@@ -339,7 +339,6 @@ class TokenRegistry:
                 return record.principal()
         raise Unauthenticated("the bearer token is not valid", reason="INVALID_TOKEN")
 
-
     def _is_other_service_token(self, presented: bytes) -> bool:
         matched = False
         for accepted in self.other_service_tokens:  # compare against all, in constant time each

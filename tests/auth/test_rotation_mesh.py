@@ -40,9 +40,19 @@ def rolled_mesh(tmp_path_factory):
         mesh.kill("orchestrator")
         mesh.restart("orchestrator", timeout_s=120,
                      env_changes={"SMVM_SERVICE_TOKEN": NEW, "SMVM_SERVICE_TOKENS_ACCEPTED": OLD})
+        gateway_ready_again(mesh)
         yield mesh
     finally:
         mesh.stop()
+
+
+def gateway_ready_again(mesh: Mesh, timeout_s: float = 90) -> None:
+    """The gateway's channel reconnects to the restarted orchestrator with backoff: wait for its
+    readiness (what a Kubernetes readiness probe waits for) before sending it runs."""
+    deadline = time.monotonic() + timeout_s
+    while httpx.get(f"{mesh.gateway_url}/readyz", timeout=5).status_code != 200:
+        assert time.monotonic() < deadline, "gateway not ready after the orchestrator's restart"
+        time.sleep(0.2)
 
 
 def run_to_decision(mesh: Mesh, run_id: str) -> dict:
@@ -50,7 +60,11 @@ def run_to_decision(mesh: Mesh, run_id: str) -> dict:
     body.update(project_id="PROJ-ROTATE", run_id=run_id)
     body["configuration"].update(simulation_iterations=300, persona_count=4, competitor_count=3)
     with httpx.Client(base_url=mesh.gateway_url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30) as client:
-        answer = client.post("/api/v1/validation/runs", json=body)
+        for attempt in range(5):  # a 503 is retried with backoff, as TractionBuild does (same Idempotency-Key)
+            answer = client.post("/api/v1/validation/runs", json=body, headers={"Idempotency-Key": run_id})
+            if answer.status_code != 503:
+                break
+            time.sleep(0.5 * 2 ** attempt)
         assert answer.status_code == 201, answer.text
         deadline = time.monotonic() + 180
         while (status := client.get(f"/api/v1/validation/{run_id}/status").json())["status"] \

@@ -13,7 +13,9 @@ Kubernetes Secret), written by `smvm token create / revoke / list`:
 
 The file is re-read when it changes, so a revocation takes effect without a restart. The legacy
 `SMVM_API_TOKENS` (and `dev-admin-token` in the dev profile) remain admin tokens for every project;
-`SMVM_SERVICE_TOKEN` is the mesh's own service token. `authenticate` turns a presented secret into
+`SMVM_SERVICE_TOKEN` is the mesh's own service token (a list during a rotation: the first is sent,
+all are accepted; `SMVM_SERVICE_TOKENS_ACCEPTED` adds accepted-only ones until removed or until
+`SMVM_SERVICE_TOKENS_ACCEPTED_UNTIL`). `authenticate` turns a presented secret into
 a `Principal`; `Principal.allows(action)` and `Principal.sees(project_id)` are the whole policy.
 
 For gRPC, `AuthServerInterceptor` requires a service (or admin) token on every call except health
@@ -42,7 +44,7 @@ import yaml
 from grpc import aio
 from grpc_interceptor import AsyncServerInterceptor
 
-from smvm import correlation
+from smvm import correlation, metrics
 from smvm.errors import InvalidArgument, Unauthenticated, Unavailable
 
 log = logging.getLogger("smvm.auth")
@@ -110,7 +112,8 @@ def new_secret() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-def _utc(value: str) -> dt.datetime:
+def parse_utc(value: str) -> dt.datetime:
+    """An ISO 8601 time as an aware UTC datetime (a time without a zone is UTC); ValueError otherwise."""
     parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
@@ -148,14 +151,14 @@ class TokenRecord:
         expires_at = str(raw.get("expires_at") or "")
         if expires_at:
             try:
-                _utc(expires_at)
+                parse_utc(expires_at)
             except ValueError:
                 raise InvalidArgument(f"{where}.expires_at", "must be an ISO 8601 time") from None
         return cls(name, digest, role, tuple(projects), expires_at, bool(raw.get("revoked", False)),
                    str(raw.get("created_at") or ""))
 
     def expired(self, now: dt.datetime) -> bool:
-        return bool(self.expires_at) and _utc(self.expires_at) <= now
+        return bool(self.expires_at) and parse_utc(self.expires_at) <= now
 
     def principal(self) -> Principal:
         return Principal(self.name, self.role, frozenset(self.projects))
@@ -225,6 +228,41 @@ class TokenFile:
         self._modify(add)
         return secret
 
+    def rotate(self, name: str, new_name: str, overlap: dt.timedelta, expires_at: dt.datetime | None = None,
+               now: dt.datetime | None = None) -> str:
+        """Replace token `name` by `new_name` with the same role and projects, and return the new secret.
+
+        The old token keeps working for `overlap` (its expiry is brought forward to now + overlap,
+        never pushed back), so the holder can switch without a window where neither works; a zero
+        overlap revokes it at once. Both changes are one write of the file."""
+        if overlap < dt.timedelta(0):
+            raise InvalidArgument("overlap", "must not be negative")
+        secret = new_secret()
+        now = now or dt.datetime.now(dt.timezone.utc)
+
+        def replace(records: list[TokenRecord]) -> list[TokenRecord]:
+            old = next((r for r in records if r.name == name), None)
+            if old is None:
+                raise InvalidArgument("name", f"no token named {name!r}")
+            if old.revoked:
+                raise InvalidArgument("name", f"token {name!r} is revoked; create a new one instead")
+            if any(r.name == new_name for r in records):
+                raise InvalidArgument("new_name", f"a token named {new_name!r} exists already")
+            successor = TokenRecord.parse(len(records), {
+                "name": new_name, "sha256": hash_token(secret), "role": old.role, "projects": list(old.projects),
+                "expires_at": iso_z(expires_at) if expires_at else "", "revoked": False, "created_at": iso_z(now)})
+            if overlap == dt.timedelta(0):
+                retired = TokenRecord(**{**asdict(old), "revoked": True})
+            else:
+                ends = now + overlap
+                if old.expires_at and parse_utc(old.expires_at) < ends:
+                    ends = parse_utc(old.expires_at)
+                retired = TokenRecord(**{**asdict(old), "expires_at": iso_z(ends)})
+            return [retired if r.name == name else r for r in records] + [successor]
+
+        self._modify(replace)
+        return secret
+
     def revoke(self, name: str) -> None:
         def mark(records: list[TokenRecord]) -> list[TokenRecord]:
             if not any(r.name == name for r in records):
@@ -236,21 +274,31 @@ class TokenFile:
 
 @dataclass
 class TokenRegistry:
-    """Every token SMVM accepts: the token file's, the legacy admin tokens and the service token."""
+    """Every token SMVM accepts: the token file's, the legacy admin tokens and the service tokens.
+
+    The mesh's service token rotates with an overlap: `service_token` is the current one (what this
+    process sends), `other_service_tokens` are accepted too (the next one before every process sends
+    it, the previous one until every process does), until `others_accepted_until` when set."""
 
     token_file: TokenFile | None = None
     legacy_admin_tokens: frozenset[str] = frozenset()
     service_token: str = ""
+    other_service_tokens: tuple[str, ...] = ()
+    others_accepted_until: dt.datetime | None = None
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.timezone.utc))
 
     @classmethod
     def from_settings(cls, settings) -> "TokenRegistry":
         """The registry the settings describe; a token file that is present but broken fails here, at
         start-up, naming the field, rather than on the first request."""
+        service_tokens = settings.service_tokens()
+        until = settings.service_tokens_accepted_until
         registry = cls(
             token_file=TokenFile(settings.tokens_file) if getattr(settings, "tokens_file", None) else None,
             legacy_admin_tokens=settings.accepted_tokens(),
-            service_token=getattr(settings, "service_token", "") or "",
+            service_token=service_tokens[0] if service_tokens else "",
+            other_service_tokens=service_tokens[1:],
+            others_accepted_until=parse_utc(until) if until else None,
         )
         if registry.token_file is not None:
             registry.token_file.records()
@@ -262,7 +310,14 @@ class TokenRegistry:
             raise Unauthenticated("a bearer token is required", reason="MISSING_TOKEN")
         presented = secret.encode()
         if self.service_token and hmac.compare_digest(presented, self.service_token.encode()):
-            return Principal("service", "service", frozenset({ALL_PROJECTS}))
+            metrics.SERVICE_TOKENS_ACCEPTED.labels("current").inc()
+            return SERVICE_PRINCIPAL
+        if self._is_other_service_token(presented):
+            if self.others_accepted_until is not None and self.clock() >= self.others_accepted_until:
+                raise Unauthenticated(f"this service token stopped being accepted at {iso_z(self.others_accepted_until)}",
+                                      reason="SERVICE_TOKEN_RETIRED")
+            metrics.SERVICE_TOKENS_ACCEPTED.labels("other").inc()
+            return SERVICE_PRINCIPAL
         matched = ""
         for accepted in self.legacy_admin_tokens:  # compare against all, in constant time each
             if hmac.compare_digest(presented, accepted.encode()):
@@ -283,6 +338,15 @@ class TokenRegistry:
                     raise Unauthenticated(f"token {record.name} expired at {record.expires_at}", reason="TOKEN_EXPIRED")
                 return record.principal()
         raise Unauthenticated("the bearer token is not valid", reason="INVALID_TOKEN")
+
+    def _is_other_service_token(self, presented: bytes) -> bool:
+        matched = False
+        for accepted in self.other_service_tokens:  # compare against all, in constant time each
+            matched |= hmac.compare_digest(presented, accepted.encode())
+        return matched
+
+
+SERVICE_PRINCIPAL = Principal("service", "service", frozenset({ALL_PROJECTS}))
 
 
 def bearer(authorization: str) -> str:

@@ -94,7 +94,7 @@ class ClientSecurity:
 
     @classmethod
     def from_settings(cls, settings) -> "ClientSecurity":
-        return cls(service_token=settings.service_token, tls=TlsFiles.from_settings(settings))
+        return cls(service_token=(settings.service_tokens() or ("",))[0], tls=TlsFiles.from_settings(settings))
 
 
 def open_channel(address: str, security: ClientSecurity | None = None) -> aio.Channel:

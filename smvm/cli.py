@@ -10,7 +10,7 @@
                                             competitors | market_size) through the gateway, or with
                                             --local straight into SMVM_RUNS_DIR/imports; prints the
                                             import id and the data-quality report
-    smvm token create NAME --role R [--project P] [--expires-in 30d] | revoke NAME | list
+    smvm token create NAME --role R [--project P] [--expires-in 30d] | rotate NAME --new-name N [--overlap 7d] | revoke NAME | list
     smvm memory similar TEXT [--domain D] | competitors DOMAIN | history PROJECT | retention [--dry-run]
                                             query the memory service (gRPC, SMVM_MEMORY_ADDR)
     smvm deliveries [--state dead] [--run-id R]   callbacks to TractionBuild (dead letters with --state dead)

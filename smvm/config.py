@@ -77,13 +77,39 @@ class Settings(BaseSettings):
         "", description="Scoped, hashed bearer tokens (YAML/JSON; `smvm token create` writes it); empty = none"
     )
     service_token: str = Field(
-        "", description="The mesh's service token; when set every gRPC service requires it (or an admin token)"
+        "", description="The mesh's service token; when set every gRPC service requires it (or an admin token). "
+        "During a rotation a comma-separated list: the first is the one this process sends, all are accepted"
+    )
+    service_tokens_accepted: str = Field(
+        "", description="More service tokens accepted but never sent (comma-separated): the next one before a "
+        "rotation, the previous one after it (docs/security.md)"
+    )
+    service_tokens_accepted_until: str = Field(
+        "", description="ISO 8601 time ending the overlap: after it only the current service token is accepted; "
+        "empty = until removed from the list"
     )
     tls_cert: str = Field("", description="PEM certificate of this process for mTLS between services; empty = plaintext")
     tls_key: str = Field("", description="PEM private key matching tls_cert")
     tls_ca: str = Field("", description="PEM CA bundle that signs every service's certificate (peers must present one)")
     tls_server_name: str = Field("", description="Name to verify in servers' certificates instead of the dialled host")
     public_base_url: str = Field("http://127.0.0.1:8080", description="Base URL the gateway is reached at")
+
+    # The optional persona-narrative model adapter (services/personas/llm_adapter.py): off unless
+    # llm_base_url and llm_model are set; its tokens are reserved and metered in overwatch's ledger.
+    llm_base_url: str = Field(
+        "", description="Base URL of an OpenAI-compatible API (POST {base}/chat/completions) for persona "
+        "narratives, e.g. https://api.openai.com/v1; empty = off (template narratives)"
+    )
+    llm_model: str = Field("", description="Model name sent to the narrative adapter's provider; empty = off")
+    llm_api_key: str = Field("", description="Bearer credential of the narrative provider (a secret); may be empty")
+    llm_timeout_s: float = Field(20.0, gt=0, description="Deadline of one narrative call to the provider")
+    llm_tokens_per_persona: int = Field(
+        500, gt=0, description="Model tokens (prompt + completion) the orchestrator reserves per persona narrative"
+    )
+    llm_max_completion_tokens: int = Field(
+        200, gt=0, description="Largest completion asked for one narrative (max_tokens of the call)"
+    )
+    llm_concurrency: int = Field(4, gt=0, description="Narrative calls in flight at once per personas request")
 
     numba_cache_dir: Path = Field(Path(".numba_cache"), description="numba's on-disk compile cache")
     grace_period_s: float = Field(10.0, description="Drain time on SIGTERM before in-flight calls are cut")
@@ -166,6 +192,33 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("llm_base_url")
+    @classmethod
+    def _valid_llm_base_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not (value.startswith(("http://", "https://")) and len(value.split("://", 1)[1]) > 0):
+            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+        return value
+
+    def llm_enabled(self) -> bool:
+        """Whether persona narratives may call the model (both the provider and the model are named)."""
+        return bool(self.llm_base_url and self.llm_model)
+
+    @field_validator("service_tokens_accepted_until")
+    @classmethod
+    def _valid_overlap_end(cls, value: str) -> str:
+        if value.strip():
+            from smvm.auth import parse_utc
+
+            parse_utc(value.strip())  # ValueError says what is wrong with the time
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _accepted_tokens_need_a_current_one(self) -> "Settings":
+        if self.service_tokens_accepted.strip(" ,") and not self.service_token.strip(" ,"):
+            raise ValueError("service_tokens_accepted needs service_token (the token this process sends) to be set")
+        return self
+
     @field_validator("profile")
     @classmethod
     def _known_profile(cls, value: str) -> str:
@@ -197,6 +250,11 @@ class Settings(BaseSettings):
         if self.profile == "dev":
             tokens.add("dev-admin-token")
         return frozenset(tokens)
+
+    def service_tokens(self) -> tuple[str, ...]:
+        """The mesh's service tokens, current (the one sent) first, then every other accepted one."""
+        listed = [t.strip() for t in f"{self.service_token},{self.service_tokens_accepted}".split(",") if t.strip()]
+        return tuple(dict.fromkeys(listed))
 
     def webhook_signing_secrets(self) -> list[str]:
         """Secrets that sign callbacks, current first; outside prod a fixed secret stands in when none is set."""

@@ -173,11 +173,13 @@ class Mesh:
         proc.kill()
         return proc.wait()
 
-    def restart(self, key: str, timeout_s: float = 120.0) -> None:
-        """Start a stopped process again with its original settings and wait until it is SERVING."""
+    def restart(self, key: str, timeout_s: float = 120.0, env_changes: dict[str, str] | None = None) -> None:
+        """Start a stopped process again with its original settings (`env_changes` applied on top,
+        as a rolled pod gets its new Secret) and wait until it is SERVING."""
         if self.processes[key].poll() is None:
             raise MeshError(f"{key} is still running")
         module, env = self._specs[key]
+        env = dict(env, **(env_changes or {}))
         self._spawn(key, module, env)
         if module == "gateway":
             self._wait_gateway(key, env.get("SMVM_GATEWAY_ADDR", self.addresses["gateway"]), timeout_s)

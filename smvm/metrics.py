@@ -51,6 +51,15 @@ WEBHOOK_DELIVERIES = Counter(
 WEBHOOK_LATENCY = Histogram(
     "smvm_webhook_delivery_seconds", "Callback delivery attempt latency by kind", ["kind"], buckets=_LATENCY_BUCKETS
 )
+MODEL_TOKENS = Counter(
+    "smvm_model_tokens_total", "Model tokens the narrative adapter's provider reported and the ledger committed",
+    ["kind"],  # prompt | completion
+)
+SERVICE_TOKENS_ACCEPTED = Counter(
+    "smvm_service_tokens_accepted_total",
+    "Calls authenticated with the mesh's service token: `current`, or `other` (an overlap token still accepted; "
+    "once it stops rising everywhere the old token can be dropped)", ["token"],
+)
 ALERTS = Counter("smvm_alerts_total", "Alerts emitted to TractionBuild by type", ["alert_type"])
 
 

@@ -54,7 +54,7 @@ from smvm.v1 import (
 )
 
 from services.ingestion.alerts import quality_alert  # pure: what a poor import's alert says
-from services.orchestrator import memory_grounding, simconfig
+from services.orchestrator import memory_grounding, narrative_tokens, simconfig
 from services.orchestrator.callbacks.emitter import CallbackEmitter
 from services.orchestrator.rundir import iso, utcnow
 from services.orchestrator.store import STAGE_WEIGHTS, LeaseLost, RunStore, parse_time, progress_before
@@ -300,10 +300,17 @@ class Pipeline:
         personas = self._committed(ctx, "personas", persona_service_pb2.GeneratePersonasResponse)
         if personas is None:
             self._start(ctx, "personas")
-            personas = await self._call(ctx, "personas", lambda t: self.clients.personas.GeneratePersonas(
-                persona_service_pb2.GeneratePersonasRequest(
-                    idea=ctx.idea, count=cfg.persona_count, seed=simconfig.stage_seed(ctx.seed, "personas")),
-                timeout=t), cap)
+            tokens = await narrative_tokens.reserve(self, ctx)  # the model adapter's tokens, when it is on
+            try:
+                personas = await self._call(ctx, "personas", lambda t: self.clients.personas.GeneratePersonas(
+                    persona_service_pb2.GeneratePersonasRequest(
+                        idea=ctx.idea, count=cfg.persona_count, seed=simconfig.stage_seed(ctx.seed, "personas"),
+                        narrative_token_allowance=tokens.allowance),
+                    timeout=t), cap)
+            except Exception as exc:
+                await narrative_tokens.release(self, ctx, tokens, f"personas did not finish: {type(exc).__name__}")
+                raise
+            await narrative_tokens.settle(self, ctx, tokens, personas)
             rundir.write_json("outputs/personas.output.json", to_dict(personas))
             self._done(ctx, "personas", {"personas": len(personas.personas), "prior": personas.prior,
                                          "bias_passed": personas.bias_report.passed}, personas)

@@ -40,7 +40,7 @@ import numpy as np
 from smvm.errors import InvalidArgument
 from smvm.v1 import market_pb2, persona_service_pb2
 
-from services.personas import bias, calibration
+from services.personas import bias, calibration, narratives
 from services.personas.priors import DomainPrior, JointCell, SegmentPrior, prior_for_idea
 
 DEFAULT_COUNT = 5
@@ -250,6 +250,8 @@ def generate_personas(
                 sources=sources,
             )
         )
+        personas[-1].narrative = narratives.template_narrative(personas[-1])
+        personas[-1].sources["narrative"] = narratives.TEMPLATE_SOURCE
         checks.append(bias.PersonaCheck(pid, d.cell.age, d.cell.income, wtp.p90_usd))
 
     ages_with_mass, incomes_with_mass = prior.bands_with_mass()

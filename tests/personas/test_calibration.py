@@ -143,7 +143,7 @@ def test_personas_are_calibrated_to_the_survey_and_name_it_as_their_source():
     assert centre == pytest.approx(fit.mu, abs=1e-6)
     assert float(np.sum(w * (logs - centre) ** 2) + np.sum(w * sig ** 2)) == pytest.approx(fit.sigma ** 2, rel=1e-6)
     parameters = {"segment", "weight", "demographics", "needs", "wtp", "price_sensitivity", "feature_importance",
-                  "innovation", "imitation", "churn_monthly", "brand_affinity"}
+                  "innovation", "imitation", "churn_monthly", "brand_affinity", "narrative"}
     for p in response.personas:
         assert set(p.sources) == parameters and all(p.sources.values())
         assert p.sources["wtp"].startswith(f"grounding:{'a' * 12}#lognormal_mle:")

@@ -54,6 +54,12 @@ def wait_until(condition, timeout_s: float = 60, what: str = "condition"):
     return value
 
 
+def gateway_reaches_orchestrator(api, timeout_s: float = 60) -> None:
+    """After an orchestrator restart the gateway's channel reconnects with backoff (until then it
+    answers 503, as it should): wait for its readiness, which checks the orchestrator's health."""
+    wait_until(lambda: api.get("/readyz").status_code == 200, timeout_s, "the gateway to reach the orchestrator")
+
+
 def last_update(tb, run_id: str, status: str) -> dict | None:
     found = [u for u in tb.state.updates_for(run_id) if u["status"] == status]
     return found[-1] if found else None

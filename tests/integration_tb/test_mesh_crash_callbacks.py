@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mesh_flow import GO_IDEA, deliveries, last_update, submit, wait_status, wait_until
+from mesh_flow import GO_IDEA, deliveries, gateway_reaches_orchestrator, last_update, submit, wait_status, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -21,6 +21,7 @@ def test_pending_callbacks_survive_an_orchestrator_crash(api, tb, mesh):
         assert waiting and all(d["state"] == "pending" for d in waiting)
         assert mesh.kill("orchestrator") != 0  # SIGKILL: no drain, no last delivery round
         mesh.restart("orchestrator")
+        gateway_reaches_orchestrator(api)
         # Still there after the crash, still pending (the receiver is still down).
         after = deliveries(api, run_id)
         assert [d["event_id"] for d in after] == [d["event_id"] for d in waiting]

@@ -79,8 +79,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def json_bytes(obj: Any) -> bytes:
+    """How every JSON artifact of a run directory is spelled."""
+    return (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+    atomic_write_bytes(path, json_bytes(obj))
 
 
 class RunDirectory:
@@ -115,7 +120,7 @@ class RunDirectory:
         return (self.path / "meta.json").exists()
 
     def write_json(self, relative: str, obj: Any) -> Path:
-        return self.write_bytes(relative, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+        return self.write_bytes(relative, json_bytes(obj))
 
     def write_text(self, relative: str, text: str) -> Path:
         return self.write_bytes(relative, text.encode())

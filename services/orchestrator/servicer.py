@@ -35,7 +35,7 @@ from services.orchestrator.callbacks import payloads as callback_payloads, urls 
 from services.orchestrator.callbacks.service import Callbacks, DeliveryServicer
 from services.orchestrator.idempotency import IdempotencyKey
 from services.orchestrator.pipeline import Pipeline, RunContext, StageClients, to_dict
-from services.orchestrator.rundir import RunDirectory, iso, utcnow
+from services.orchestrator.rundir import RunDirectory, iso, json_bytes, utcnow
 from services.orchestrator.store import RunRecord, RunStore, parse_time
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,10 @@ _LIMITS = {
     "price_points": (simconfig.DEFAULTS["price_points"], 2, 200),
 }
 READY_STATES = ("DECISION_READY", "COMPLETED")
+
+
+class _AlreadyDone(Exception):
+    """A guarded update found that another request had already made this change."""
 # Expired keys are as good as absent already (lookups skip them); the purge only reclaims the rows.
 IDEMPOTENCY_PURGE_INTERVAL_S = 3600.0
 
@@ -429,52 +433,72 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
         record = self._record(request.run_id)
         results = json_format.MessageToDict(request.results)
         rundir = self.store.rundir(record.run_id)
-        if record.state == "COMPLETED":
-            stored = rundir.read_json("outputs/completion.json")
-            if stored["results"] != results:
-                raise AlreadyExists(f"run {record.run_id} was completed with different results", reason="ALREADY_COMPLETED")
-            return vpb.CompleteRunResponse(status=self._status(record))
-        if record.state != "DECISION_READY":
-            raise FailedPrecondition(f"run {record.run_id} cannot be completed from status {record.state}", reason="NOT_READY")
-        now = iso(utcnow())
-        rundir.write_json(
-            "outputs/completion.json",
-            {"results": results, "completed_by": pseudonym(request.completed_by), "completed_at": now},
-        )
-        decision_doc = rundir.read_json("outputs/decision.output.json")
-        record = self.store.update(
-            record.run_id, "run.completed", actor=pseudonym(request.completed_by) or "tractionbuild",
-            state="COMPLETED", completed_at=now, payload={"result_keys": sorted(results)},
-            outbox=self._updates(step_name="complete", decision_doc=decision_doc),
-        )
-        self._wake()
+        if record.state != "COMPLETED":
+            if record.state != "DECISION_READY":
+                raise FailedPrecondition(f"run {record.run_id} cannot be completed from status {record.state}", reason="NOT_READY")
+            now = iso(utcnow())
+            completion = {"results": results, "completed_by": pseudonym(request.completed_by), "completed_at": now}
+
+            def still_ready(current: RunRecord) -> None:
+                # Under the run's row lock: of two replicas completing at once, only the first writes.
+                if current.state == "COMPLETED":
+                    raise _AlreadyDone
+                if current.state != "DECISION_READY":
+                    raise FailedPrecondition(f"run {record.run_id} cannot be completed from status {current.state}",
+                                             reason="NOT_READY")
+
+            decision_doc = rundir.read_json("outputs/decision.output.json")
+            try:
+                record = self.store.update(
+                    record.run_id, "run.completed", actor=pseudonym(request.completed_by) or "tractionbuild",
+                    state="COMPLETED", completed_at=now, payload={"result_keys": sorted(results)},
+                    outbox=self._updates(step_name="complete", decision_doc=decision_doc), guard=still_ready,
+                    files={"outputs/completion.json": json_bytes(completion)},
+                )
+            except _AlreadyDone:  # another request (or replica) completed it meanwhile: answer as a retry
+                record = self._record(request.run_id)
+            else:
+                self._wake()
+                return vpb.CompleteRunResponse(status=self._status(record))
+        stored = rundir.read_json("outputs/completion.json")
+        if stored["results"] != results:
+            raise AlreadyExists(f"run {record.run_id} was completed with different results", reason="ALREADY_COMPLETED")
         return vpb.CompleteRunResponse(status=self._status(record))
 
     async def FinalizeRun(self, request: vpb.FinalizeRunRequest, context) -> vpb.FinalizeRunResponse:
         record = self._record(request.run_id)
         rundir = self.store.rundir(record.run_id)
-        if record.finalized_at:
-            stored = rundir.read_json("outputs/finalization.json")
-            return self._finalize_response(record, stored)
-        if record.state not in READY_STATES:
-            raise FailedPrecondition(f"run {record.run_id} cannot be finalized from status {record.state}", reason="NOT_READY")
-        decision_doc = rundir.read_json("outputs/decision.output.json")
-        go, reasons = final_go_no_go(decision_doc)
-        now = iso(utcnow())
-        stored = {
-            "run_id": record.run_id, "go_no_go": go, "recommendation": decision_doc["recommendation"],
-            "confidence": decision_doc["confidence"], "reasons": reasons,
-            "finalized_by": pseudonym(request.finalized_by), "finalized_at": now,
-        }
-        rundir.write_json("outputs/finalization.json", stored)
-        record = self.store.update(
-            record.run_id, "run.finalized", actor=pseudonym(request.finalized_by) or "tractionbuild",
-            finalized_at=now, payload={"go_no_go": go, "reasons": reasons},
-            outbox=self._updates(step_name="finalize", decision_doc=decision_doc,
-                                 extra={"finalization": {"go_no_go": go, "reasons": reasons, "finalized_at": now}}),
-        )
-        self._wake()
-        return self._finalize_response(record, stored)
+        if not record.finalized_at:
+            if record.state not in READY_STATES:
+                raise FailedPrecondition(f"run {record.run_id} cannot be finalized from status {record.state}", reason="NOT_READY")
+            decision_doc = rundir.read_json("outputs/decision.output.json")
+            go, reasons = final_go_no_go(decision_doc)
+            now = iso(utcnow())
+            stored = {
+                "run_id": record.run_id, "go_no_go": go, "recommendation": decision_doc["recommendation"],
+                "confidence": decision_doc["confidence"], "reasons": reasons,
+                "finalized_by": pseudonym(request.finalized_by), "finalized_at": now,
+            }
+
+            def not_finalized(current: RunRecord) -> None:
+                # Under the run's row lock: the first finalization stands, later ones replay it.
+                if current.finalized_at:
+                    raise _AlreadyDone
+
+            try:
+                record = self.store.update(
+                    record.run_id, "run.finalized", actor=pseudonym(request.finalized_by) or "tractionbuild",
+                    finalized_at=now, payload={"go_no_go": go, "reasons": reasons}, guard=not_finalized,
+                    files={"outputs/finalization.json": json_bytes(stored)},
+                    outbox=self._updates(step_name="finalize", decision_doc=decision_doc,
+                                         extra={"finalization": {"go_no_go": go, "reasons": reasons, "finalized_at": now}}),
+                )
+            except _AlreadyDone:
+                record = self._record(request.run_id)
+            else:
+                self._wake()
+                return self._finalize_response(record, stored)
+        return self._finalize_response(record, rundir.read_json("outputs/finalization.json"))
 
     def _finalize_response(self, record: RunRecord, stored: dict) -> vpb.FinalizeRunResponse:
         return vpb.FinalizeRunResponse(

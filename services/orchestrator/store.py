@@ -38,7 +38,7 @@ from smvm.errors import AlreadyExists, FailedPrecondition, NotFound
 from smvm.outbox import OutboxMessage
 
 from services.orchestrator.idempotency import IdempotencyKey, IdempotencyKeys, KeyedAnswer
-from services.orchestrator.rundir import ArtifactCorrupt, RunDirectory, iso, new_event, utcnow
+from services.orchestrator.rundir import ArtifactCorrupt, RunDirectory, atomic_write_bytes, iso, new_event, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -232,11 +232,15 @@ class RunStore:
     # ------------------------------------------------------------------ artifact ledger (RunDirectory)
     def record_artifact(self, run_id: str, path: str, sha256: str, size: int) -> None:
         with self.db.transaction() as tx:
-            tx.execute("DELETE FROM artifacts WHERE run_id = ? AND path = ?", (run_id, path))
-            tx.execute(
-                "INSERT INTO artifacts (run_id, path, sha256, size, written_at) VALUES (?, ?, ?, ?, ?)",
-                (run_id, path, sha256, size, iso(utcnow())),
-            )
+            self._record_artifact_in(tx, run_id, path, sha256, size)
+
+    @staticmethod
+    def _record_artifact_in(tx: Transaction, run_id: str, path: str, sha256: str, size: int) -> None:
+        tx.execute("DELETE FROM artifacts WHERE run_id = ? AND path = ?", (run_id, path))
+        tx.execute(
+            "INSERT INTO artifacts (run_id, path, sha256, size, written_at) VALUES (?, ?, ?, ?, ?)",
+            (run_id, path, sha256, size, iso(utcnow())),
+        )
 
     def artifact_digest(self, run_id: str, path: str) -> tuple[str, int] | None:
         with self.db.reading() as tx:
@@ -284,12 +288,17 @@ class RunStore:
     def update(
         self, run_id: str, event_type: str, *, actor: str = "orchestrator", payload: dict | None = None,
         outbox: Sequence[OutboxMessage] | Callable[[RunRecord], Sequence[OutboxMessage]] = (),
-        stage_output: tuple[str, bytes] | None = None, **changes: Any,
+        stage_output: tuple[str, bytes] | None = None,
+        guard: Callable[[RunRecord], None] | None = None, files: dict[str, bytes] | None = None, **changes: Any,
     ) -> RunRecord:
         """Apply `changes`, append `event_type`, and store `stage_output` and `outbox` messages: one transaction.
 
         `outbox` may be a function of the changed record (callbacks describe the state they report);
         it is called inside the transaction, so a message exists exactly when its state change does.
+        `guard` sees the run as it is under the transaction's row lock, before any change: it raises to
+        refuse the change (nothing is written), so a check-then-act across replicas cannot race.
+        `files` (run-directory path -> bytes) are written once the guard has passed, with their digests
+        recorded in this transaction: of two replicas racing, only the one that makes the change writes.
         """
         for key in changes:
             if key not in _FIELDS:
@@ -298,6 +307,11 @@ class RunStore:
             record = self._row(tx, run_id, lock=True)
             if record is None:
                 raise NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND")
+            if guard is not None:
+                guard(copy.deepcopy(record))
+            for relative, data in (files or {}).items():
+                atomic_write_bytes(RunDirectory(self.root, record.project_id, run_id).path / relative, data)
+                self._record_artifact_in(tx, run_id, relative, hashlib.sha256(data).hexdigest(), len(data))
             if self.owner and record.state in ACTIVE:
                 lease = tx.one("SELECT owner FROM run_leases WHERE run_id = ?", (run_id,))
                 if lease is not None and lease[0] != self.owner:

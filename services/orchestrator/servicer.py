@@ -221,6 +221,7 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.pipeline.documents.close()
         if self.store.owner:
             try:
                 self.store.release_leases()

@@ -35,6 +35,7 @@ from services.orchestrator.callbacks import payloads as callback_payloads, urls 
 from services.orchestrator.callbacks.service import Callbacks, DeliveryServicer
 from services.orchestrator.pipeline import Pipeline, RunContext, StageClients, to_dict
 from services.orchestrator.rundir import RunDirectory, iso, utcnow
+from services.orchestrator.status_view import StatusView
 from services.orchestrator.store import RunRecord, RunStore, parse_time
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
         self.callbacks = callbacks
         self.pipeline = Pipeline(settings, store, clients, callbacks.emitter if callbacks is not None else None)
         self._tasks: set[asyncio.Task] = set()
+        self.status_view = StatusView(store, status_message)
 
     # ------------------------------------------------------------------ callbacks (transactional outbox)
     def _updates(self, **kwargs):
@@ -335,10 +337,10 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
         return self.store.get(check_id("run_id", run_id_from(any_id)))
 
     def _status(self, record: RunRecord) -> run_pb2.RunStatus:
-        return status_message(record, str(self.store.rundir(record.run_id).path))
+        return status_message(record, str(self.store.run_path(record)))
 
     async def GetRunStatus(self, request, context) -> vpb.GetRunStatusResponse:
-        return vpb.GetRunStatusResponse(status=self._status(self._record(request.run_id)))
+        return self.status_view.response(check_id("run_id", run_id_from(request.run_id)))
 
     async def GetRunResults(self, request, context) -> vpb.GetRunResultsResponse:
         record = self._record(request.run_id)

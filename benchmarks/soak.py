@@ -46,7 +46,10 @@ async def soak(mesh, seconds: float, submit_rate: float, status_rate: float) -> 
     accepted: list[str] = []
     unexpected: list[str] = []
     rss = {}
-    limits = httpx.Limits(max_connections=64)
+    # Idle connections are dropped by the client before uvicorn's 5 s keep-alive timeout closes them:
+    # with equal timeouts a request could go out on a connection the server was closing (a
+    # "server disconnected" that is the client's race, not an answer of SMVM's).
+    limits = httpx.Limits(max_connections=64, keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=mesh.gateway_url, headers={"Authorization": f"Bearer {BENCH_TOKEN}"},
                                  timeout=30, limits=limits) as client:
 

@@ -46,7 +46,10 @@ async def soak(mesh, seconds: float, submit_rate: float, status_rate: float) -> 
     accepted: list[str] = []
     unexpected: list[str] = []
     rss = {}
-    limits = httpx.Limits(max_connections=64)
+    # Idle connections are dropped by the client before uvicorn's 5 s keep-alive timeout closes them:
+    # with equal timeouts a request could go out on a connection the server was closing (a
+    # "server disconnected" that is the client's race, not an answer of SMVM's).
+    limits = httpx.Limits(max_connections=64, keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=mesh.gateway_url, headers={"Authorization": f"Bearer {BENCH_TOKEN}"},
                                  timeout=30, limits=limits) as client:
 
@@ -93,7 +96,9 @@ async def soak(mesh, seconds: float, submit_rate: float, status_rate: float) -> 
         await asyncio.gather(*tasks)
 
         # A burst past the guide's results limit (100/min per token): the excess must be 429 with Retry-After.
+        burst_started = time.monotonic()
         burst = await asyncio.gather(*(client.get(f"/api/v1/validation/{accepted[0]}/results") for _ in range(BURST)))
+        counts["burst ms"] = round((time.monotonic() - burst_started) * 1000)
         for r in burst:
             counts[f"burst GET /results {r.status_code}"] += 1
             if r.status_code == 429 and "retry-after" not in r.headers:
@@ -134,7 +139,7 @@ def main() -> int:
     growth = {k: (rss["end"][k] - rss["middle"][k]) / rss["middle"][k] for k in rss["end"]}
     worst = max(growth, key=growth.get)
     print(f"machine: {machine()}")
-    print(f"tried: {sum(v for k, v in counts.items() if k != 'polls')} requests in {args.seconds:.0f} s "
+    print(f"tried: {sum(v for k, v in counts.items() if k not in ('polls', 'burst ms'))} requests in {args.seconds:.0f} s "
           f"({args.submit_rate}/s POST /runs, {args.status_rate}/s GET /status): {dict(sorted(counts.items()))}")
     print(f"runs accepted {result['accepted']}, ended with a decision {decided}, other outcomes "
           f"{dict(result['outcomes'] - collections.Counter({'DECISION_READY': decided}))}")
@@ -144,14 +149,17 @@ def main() -> int:
         print(f"{k:16}{rss['start'][k]:>10.1f}{rss['middle'][k]:>10.1f}{rss['end'][k]:>10.1f}")
     lost = result["accepted"] - decided
     limited = counts["burst GET /results 429"]
-    # The bucket holds 100 and refills 100/min: a few more than 100 may pass while the burst is sent.
-    limit_held = counts["burst GET /results 200"] <= RESULTS_LIMIT_PER_MINUTE + 5 and limited >= BURST - RESULTS_LIMIT_PER_MINUTE - 5
-    print(f"rate limit: burst of {BURST} GET /results -> {counts['burst GET /results 200']} x 200, {limited} x 429 "
-          f"({'held' if limit_held else 'NOT HELD'})")
+    # The bucket holds 100 and refills 100/min: while the burst is being answered, 100/60 more per
+    # second of it may pass (a slow, loaded machine takes seconds to answer 150 requests), plus one.
+    refilled = int(counts["burst ms"] / 1000 * RESULTS_LIMIT_PER_MINUTE / 60) + 1
+    allowed = RESULTS_LIMIT_PER_MINUTE + refilled
+    limit_held = counts["burst GET /results 200"] <= allowed and limited >= BURST - allowed
+    print(f"rate limit: burst of {BURST} GET /results in {counts['burst ms']} ms -> {counts['burst GET /results 200']} x 200, "
+          f"{limited} x 429, at most {allowed} may pass ({'held' if limit_held else 'NOT HELD'})")
     ok = not result["unexpected"] and lost == 0 and growth[worst] <= args.max_growth and limit_held
     path = append_row("soak", {
         "seconds": args.seconds, "submit_rate": args.submit_rate, "status_rate": args.status_rate,
-        "requests": sum(v for k, v in counts.items() if k != "polls"), "accepted": result["accepted"],
+        "requests": sum(v for k, v in counts.items() if k not in ("polls", "burst ms")), "accepted": result["accepted"],
         "rate_limited": counts["POST /runs 429"] + counts["GET /status 429"] + limited, "unexpected": len(result["unexpected"]),
         "lost": lost, "worst_rss_growth": f"{worst}:{growth[worst]:+.1%}",
     })

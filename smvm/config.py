@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     grace_period_s: float = Field(10.0, description="Drain time on SIGTERM before in-flight calls are cut")
     stage_timeout_s: float = Field(60.0, description="Deadline of one stage call from the orchestrator")
     simulation_timeout_s: float = Field(600.0, description="Deadline of the simulation stage")
+    report_renders: int = Field(
+        1, ge=1, le=16, description="Report documents (HTML/PDF with charts) an orchestrator has rendered at once"
+    )
     simulation_shards: int = Field(0, description="Shards per run for fan-out; 0 = one per resolved replica")
     max_iterations: int = Field(10_000_000, description="Largest simulation_iterations a request may ask for")
     max_utility_evaluations: int = Field(

@@ -37,7 +37,7 @@ from smvm.v1 import (
 from services.gateway import access, errors
 from services.gateway.errors import ApiError
 from services.gateway import idempotency
-from services.gateway.jsonview import json_to_message, message_to_json
+from services.gateway.jsonview import JsonBodies, json_to_message, message_to_json
 from services.gateway.middleware import GatewayMiddleware
 from services.gateway.ratelimit import RateLimiter, limits_from_setting
 from services.gateway.schema import request_model, response_model
@@ -195,6 +195,8 @@ def create_app(
         on_denied=on_denied,
     )
 
+    status_bodies = JsonBodies()  # GET /status bodies by status content (jsonview.JsonBodies says why)
+
     def upstream_of(request: Request) -> Upstream:
         return request.app.state.upstream
 
@@ -321,7 +323,7 @@ def create_app(
         upstream = upstream_of(request)
         answer = await upstream.call(upstream.validation.GetRunStatus, vpb.GetRunStatusRequest(run_id=run_id), "status", run_id)
         access.check_run_scope(request, principal, run_id, answer.status.project_id)
-        return JSONResponse(message_to_json(answer.status))
+        return Response(status_bodies(answer.status), media_type="application/json")
 
     @app.get(
         "/api/v1/validation/{run_id}/results", tags=["validation"],

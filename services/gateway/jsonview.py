@@ -8,6 +8,8 @@ shown as `status`, the name the integration guide and TractionBuild's gate check
 
 from __future__ import annotations
 
+import collections
+import json
 import re
 from typing import Any
 
@@ -75,6 +77,36 @@ def message_to_json(message: Message) -> dict[str, Any]:
         unquote_int64_if_possible=True,
     )
     return _rewrite(message.DESCRIPTOR, data)
+
+
+class JsonBodies:
+    """The JSON body (bytes, as Starlette's JSONResponse renders it) of messages, memoised by content.
+
+    A run's status is polled many times between changes; its conversion (MessageToDict, the enum and
+    name rewrite, json.dumps) cost more than the rest of the gateway's work for the request. The key
+    is the message's deterministic serialization, so equal content gives the same body and any
+    change gives a new one: the memo can never answer with an older state.
+    """
+
+    def __init__(self, size: int = 1024):
+        self._size = size
+        self._bodies: collections.OrderedDict[tuple[str, bytes], bytes] = collections.OrderedDict()
+
+    def __call__(self, message: Message) -> bytes:
+        key = (message.DESCRIPTOR.full_name, message.SerializeToString(deterministic=True))
+        body = self._bodies.get(key)
+        if body is not None:
+            self._bodies.move_to_end(key)
+            return body
+        body = json.dumps(message_to_json(message), ensure_ascii=False, allow_nan=False, indent=None,
+                          separators=(",", ":")).encode("utf-8")
+        self._bodies[key] = body
+        while len(self._bodies) > self._size:
+            self._bodies.popitem(last=False)
+        return body
+
+    def __len__(self) -> int:
+        return len(self._bodies)
 
 
 _PARSE_ERROR_AT = re.compile(r" at [A-Za-z0-9_]+\.([A-Za-z0-9_\[\]]+(?:\.[A-Za-z0-9_\[\]]+)*)\.*\Z")

@@ -56,6 +56,7 @@ from smvm.v1 import (
 from services.ingestion.alerts import quality_alert  # pure: what a poor import's alert says
 from services.orchestrator import memory_grounding, narrative_tokens, simconfig
 from services.orchestrator.callbacks.emitter import CallbackEmitter
+from services.orchestrator.documents import RenderQueue
 from services.orchestrator.rundir import iso, utcnow
 from services.orchestrator.store import STAGE_WEIGHTS, LeaseLost, RunStore, parse_time, progress_before
 
@@ -126,6 +127,8 @@ class Pipeline:
         self.clients = clients
         # Callbacks to TractionBuild: one update per state change below, alerts where the guide names one.
         self.callbacks = callbacks
+        # Report documents of decided runs, rendered a few at a time (documents.py says why).
+        self.documents: RenderQueue[RunContext] = RenderQueue(self._render_documents, settings.report_renders)
 
     def _updates(self, step_name: str = "", decision_doc: dict | None = None):
         """The update callback of a state change, for the store to write in that change's transaction."""
@@ -330,12 +333,7 @@ class Pipeline:
             rundir.write_json("outputs/competitors.output.json", to_dict(landscape))
             self._done(ctx, "competitors", {"competitors": len(landscape.competitors), "prior": landscape.prior}, landscape)
 
-        # Deterministic from the committed outputs above, so a resumed run rebuilds the same config.
-        sim_config = simconfig.build_simulation_config(
-            sam_usd=ctx.idea.market_size.sam_usd, personas=personas, landscape=landscape, configuration=cfg,
-            seed=simconfig.stage_seed(ctx.seed, "simulation"),
-            max_utility_evaluations=self.settings.max_utility_evaluations,
-        )
+        sim_config = self._simulation_config(ctx, personas, landscape)
         result = self._committed(ctx, "simulation", simulation_pb2.SimulationResult)
         if result is None:
             self._start(ctx, "simulation")
@@ -366,11 +364,7 @@ class Pipeline:
                 self._alert(ctx, "resource_constraint", "warning", "; ".join(settled.warnings),
                             {"warnings": list(settled.warnings)})
 
-        analyze_request = analysis_service_pb2.AnalyzeRequest(
-            idea=ctx.idea, personas=personas.personas, competitors=landscape.competitors,
-            our_offering=landscape.our_offering, simulation_config=sim_config, simulation=result,
-            bias_report=personas.bias_report,
-            cost_overrides=ctx.idea.cost_overrides if ctx.idea.HasField("cost_overrides") else None, memory=memory)
+        analyze_request = self._analyze_request(ctx, personas, landscape, sim_config, result, memory)
         analysis = self._committed(ctx, "analysis", analysis_service_pb2.AnalyzeResponse)
         if analysis is None:
             self._start(ctx, "analysis")
@@ -422,13 +416,40 @@ class Pipeline:
                         {"recommendation": recommendation, "verdict": verdict,
                          "reasons": [r.code for r in review_response.review.reasons],
                          "critical_success_factors": list(decision.critical_success_factors)})
-        await self._render_documents(ctx, analyze_request)
+        self.documents.submit(ctx)  # this task ends here and frees the stage messages above
 
-    async def _render_documents(self, ctx: RunContext, request) -> None:
+    def _simulation_config(self, ctx: RunContext, personas, landscape) -> simulation_pb2.SimulationConfig:
+        """Deterministic from the committed outputs, so a resumed run rebuilds the same config."""
+        return simconfig.build_simulation_config(
+            sam_usd=ctx.idea.market_size.sam_usd, personas=personas, landscape=landscape,
+            configuration=ctx.configuration, seed=simconfig.stage_seed(ctx.seed, "simulation"),
+            max_utility_evaluations=self.settings.max_utility_evaluations,
+        )
+
+    @staticmethod
+    def _analyze_request(ctx: RunContext, personas, landscape, sim_config, result,
+                         memory: memory_grounding_pb2.MemoryGrounding | None) -> analysis_service_pb2.AnalyzeRequest:
+        return analysis_service_pb2.AnalyzeRequest(
+            idea=ctx.idea, personas=personas.personas, competitors=landscape.competitors,
+            our_offering=landscape.our_offering, simulation_config=sim_config, simulation=result,
+            bias_report=personas.bias_report,
+            cost_overrides=ctx.idea.cost_overrides if ctx.idea.HasField("cost_overrides") else None, memory=memory)
+
+    async def _render_documents(self, ctx: RunContext) -> None:
         """The HTML and PDF reports with their charts, after the decision is out (they take about ten
-        times the decision's time). A failure is recorded and leaves the run's outcome alone."""
+        times the decision's time; `documents` runs a few at a time). The request is rebuilt from the
+        committed stage outputs. A failure is recorded and leaves the run's outcome alone."""
+        token = correlation.set(ctx.correlation_id)
         try:
+            personas = self._committed(ctx, "personas", persona_service_pb2.GeneratePersonasResponse)
+            landscape = self._committed(ctx, "competitors", competitor_service_pb2.BuildLandscapeResponse)
+            result = self._committed(ctx, "simulation", simulation_pb2.SimulationResult)
+            memory = self._committed(ctx, "memory", memory_grounding_pb2.MemoryGrounding)  # None before grounding existed
+            request = self._analyze_request(ctx, personas, landscape, self._simulation_config(ctx, personas, landscape),
+                                            result, memory)
+            del personas, landscape, result, memory
             answer = await self.clients.analysis.Analyze(request, timeout=max(1.0, self.settings.stage_timeout_s))
+            del request
             rundir = self.store.rundir(ctx.run_id)
             await asyncio.to_thread(rundir.write_text, "reports/validation_report.html", answer.report_html)
             await asyncio.to_thread(rundir.write_bytes, "reports/analysis_report.pdf", answer.report_pdf)
@@ -439,6 +460,8 @@ class Pipeline:
             log.warning("reports of run %s not rendered: %s", ctx.run_id, exc)
             with contextlib.suppress(Exception):
                 self.store.update(ctx.run_id, "reports.failed", payload={"error": f"{type(exc).__name__}: {exc}"[:500]})
+        finally:
+            correlation.reset(token)
 
 
     # ------------------------------------------------------------------ memory (services/orchestrator/memory_grounding.py)

@@ -36,6 +36,7 @@ from services.orchestrator.callbacks.service import Callbacks, DeliveryServicer
 from services.orchestrator.idempotency import IdempotencyKey
 from services.orchestrator.pipeline import Pipeline, RunContext, StageClients, to_dict
 from services.orchestrator.rundir import RunDirectory, iso, json_bytes, utcnow
+from services.orchestrator.status_view import StatusView
 from services.orchestrator.store import RunRecord, RunStore, parse_time
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
         self.callbacks = callbacks
         self.pipeline = Pipeline(settings, store, clients, callbacks.emitter if callbacks is not None else None)
         self._tasks: set[asyncio.Task] = set()
+        self.status_view = StatusView(store, status_message)
 
     # ------------------------------------------------------------------ callbacks (transactional outbox)
     def _updates(self, **kwargs):
@@ -240,6 +242,7 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.pipeline.documents.close()
         if self.store.owner:
             try:
                 self.store.release_leases()
@@ -367,10 +370,10 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
         return self.store.get(check_id("run_id", run_id_from(any_id)))
 
     def _status(self, record: RunRecord) -> run_pb2.RunStatus:
-        return status_message(record, str(self.store.rundir(record.run_id).path))
+        return status_message(record, str(self.store.run_path(record)))
 
     async def GetRunStatus(self, request, context) -> vpb.GetRunStatusResponse:
-        return vpb.GetRunStatusResponse(status=self._status(self._record(request.run_id)))
+        return self.status_view.response(check_id("run_id", run_id_from(request.run_id)))
 
     async def GetRunResults(self, request, context) -> vpb.GetRunResultsResponse:
         record = self._record(request.run_id)

@@ -171,6 +171,23 @@ class RunStore:
             record = self._row(tx, run_id)
         return self._with_live(record) if record else None
 
+    def record_text(self, run_id: str) -> str | None:
+        """The stored record of a run as its exact JSON text (None when there is no such run)."""
+        with self.db.reading() as tx:
+            row = tx.one("SELECT record FROM runs WHERE run_id = ?", (run_id,))
+        return row[0] if row else None
+
+    def live_progress(self, run_id: str) -> float | None:
+        """Progress inside the current stage, when newer than the stored one (kept in memory only)."""
+        return self._live_progress.get(run_id)
+
+    def with_live(self, record: RunRecord) -> RunRecord:
+        return self._with_live(record)
+
+    def run_path(self, record: RunRecord) -> Path:
+        """The run's directory, from a stored record (its ids were checked when it was created)."""
+        return self.root / record.project_id / "validation" / record.run_id
+
     def get(self, run_id: str) -> RunRecord:
         record = self.find(run_id)
         if record is None:

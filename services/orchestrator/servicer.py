@@ -166,9 +166,15 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
 
     # ------------------------------------------------------------------ lifecycle
     def recover(self) -> None:
-        """Start-up: resume every unfinished run no live replica drives, from its last completed stage."""
+        """Start-up: resume every unfinished run no live replica drives, from its last completed stage,
+        and queue the report documents of decided runs that a stop left unrendered."""
         for record in self.store.load():
             self._adopt(record)
+        for record in self.store.undocumented():
+            try:
+                self.pipeline.documents.submit(self._resume_context(record))
+            except Exception:  # its decision stands; GetRunReport keeps saying the documents are missing
+                log.exception("cannot queue the reports of run %s", record.run_id)
 
     def adopt_orphans(self) -> None:
         """Periodic: resume active runs whose replica died (their lease expired)."""

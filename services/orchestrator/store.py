@@ -386,6 +386,18 @@ class RunStore:
         with self.db.transaction() as tx:
             tx.execute("DELETE FROM run_leases WHERE owner = ?", (self.owner,))
 
+    def undocumented(self, within_s: float = 7 * 86_400.0, limit: int = 200) -> list[RunRecord]:
+        """Decided runs changed within `within_s` whose report documents were neither rendered nor
+        given up on (no reports.* event): an orchestrator stopped before their turn in the queue."""
+        cutoff = iso(utcnow() - dt.timedelta(seconds=within_s))
+        with self.db.reading() as tx:
+            rows = tx.all(
+                "SELECT r.record FROM runs r WHERE r.state IN (?, ?) AND r.updated_at >= ? AND NOT EXISTS "
+                "(SELECT 1 FROM events e WHERE e.run_id = r.run_id AND e.type LIKE 'reports.%') "
+                "ORDER BY r.updated_at, r.run_id LIMIT ?",
+                ("DECISION_READY", "COMPLETED", cutoff, int(limit)))
+        return [RunRecord.from_row(json.loads(r[0])) for r in rows]
+
     def orphaned(self) -> list[RunRecord]:
         """Active runs whose lease has expired or that have none (their replica died)."""
         with self.db.reading() as tx:

@@ -170,7 +170,12 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
         and queue the report documents of decided runs that a stop left unrendered."""
         for record in self.store.load():
             self._adopt(record)
-        for record in self.store.undocumented():
+        try:
+            undocumented = self.store.undocumented()
+        except Exception:  # documents are best effort: never a reason not to start
+            log.exception("cannot list the decided runs whose reports are missing")
+            undocumented = []
+        for record in undocumented:
             try:
                 self.pipeline.documents.submit(self._resume_context(record))
             except Exception:  # its decision stands; GetRunReport keeps saying the documents are missing

@@ -393,9 +393,9 @@ class RunStore:
         with self.db.reading() as tx:
             rows = tx.all(
                 "SELECT r.record FROM runs r WHERE r.state IN (?, ?) AND r.updated_at >= ? AND NOT EXISTS "
-                "(SELECT 1 FROM events e WHERE e.run_id = r.run_id AND e.type LIKE 'reports.%') "
+                "(SELECT 1 FROM events e WHERE e.run_id = r.run_id AND e.type LIKE ?) "
                 "ORDER BY r.updated_at, r.run_id LIMIT ?",
-                ("DECISION_READY", "COMPLETED", cutoff, int(limit)))
+                ("DECISION_READY", "COMPLETED", cutoff, "reports.%", int(limit)))
         return [RunRecord.from_row(json.loads(r[0])) for r in rows]
 
     def orphaned(self) -> list[RunRecord]:

@@ -214,3 +214,18 @@ def test_folding_the_events_always_gives_the_stored_record(db, runs_dir, changes
         store.update(run_id, "test.change", **changes)
     assert fold_events(store.events(run_id)) == store.get(run_id)
     assert fold_events(store.rundir(run_id).events()) == store.get(run_id)
+
+
+def test_undocumented_lists_decided_runs_without_a_reports_event_on_both_back_ends(store):
+    for run_id in ("RUN-U1", "RUN-U2", "RUN-U3", "RUN-U4"):
+        _create(store, run_id)
+    store.update("RUN-U1", "run.decision_ready", state="DECISION_READY")
+    store.update("RUN-U2", "run.decision_ready", state="DECISION_READY")
+    store.update("RUN-U2", "reports.rendered")
+    store.update("RUN-U3", "run.decision_ready", state="DECISION_READY")
+    store.update("RUN-U3", "reports.failed", payload={"error": "boom"})  # given up on: not retried
+    store.update("RUN-U4", "run.failed", state="FAILED")  # no decision, no documents
+    assert [r.run_id for r in store.undocumented()] == ["RUN-U1"]
+    store.update("RUN-U1", "run.completed", state="COMPLETED")
+    assert [r.run_id for r in store.undocumented()] == ["RUN-U1"]
+    assert store.undocumented(within_s=-60) == []  # only recent runs

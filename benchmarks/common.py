@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -90,3 +91,23 @@ def run(cmd: list[str], timeout: float) -> str:
     if result.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed ({result.returncode}): {result.stderr[-2000:]}")
     return result.stdout
+
+
+def submit_and_wait(client, payload: dict, poll_s: float = 0.01) -> tuple[str, float, float]:
+    """POST /runs through the gateway, then poll its status until the run is decided.
+
+    Returns (run_id, seconds until the POST was answered, seconds until DECISION_READY), both from
+    just before the POST; exits naming the answer when the run is refused or ends without a decision."""
+    started = time.perf_counter()
+    response = client.post("/api/v1/validation/runs", json=payload)
+    accepted = time.perf_counter()
+    if response.status_code != 201:
+        raise SystemExit(f"POST /runs answered {response.status_code}: {response.text}")
+    run_id = response.json()["run_id"]
+    while True:
+        status = client.get(f"/api/v1/validation/{run_id}/status").json()["status"]
+        if status in ("DECISION_READY", "COMPLETED"):
+            return run_id, accepted - started, time.perf_counter() - started
+        if status in ("FAILED", "TIMEOUT"):
+            raise SystemExit(f"run {run_id} ended {status}")
+        time.sleep(poll_s)

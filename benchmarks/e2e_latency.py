@@ -19,7 +19,7 @@ import argparse
 import json
 import time
 
-from common import BENCH_TOKEN, REPO, append_row, local_mesh, machine, percentile
+from common import BENCH_TOKEN, REPO, append_row, local_mesh, machine, percentile, submit_and_wait
 
 TARGET_P50_S = 1.0
 
@@ -40,25 +40,12 @@ def main() -> int:
         base_url=mesh.gateway_url, headers={"Authorization": f"Bearer {BENCH_TOKEN}"}, timeout=60
     ) as client:
         for i in range(args.warmup + args.runs):
-            started = time.perf_counter()
-            response = client.post("/api/v1/validation/runs", json=payload)
-            accepted = time.perf_counter()
-            if response.status_code != 201:
-                raise SystemExit(f"POST /runs answered {response.status_code}: {response.text}")
-            run_id = response.json()["run_id"]
-            while True:
-                status = client.get(f"/api/v1/validation/{run_id}/status").json()["status"]
-                if status in ("DECISION_READY", "COMPLETED"):
-                    break
-                if status in ("FAILED", "TIMEOUT"):
-                    raise SystemExit(f"run {run_id} ended {status}")
-                time.sleep(0.005)
-            done = time.perf_counter()
+            run_id, accepted_s, decided_s = submit_and_wait(client, payload, poll_s=0.005)
             while not args.back_to_back and client.get(f"/api/v1/validation/{run_id}/report").status_code == 409:
                 time.sleep(0.02)  # the report is still being rendered
             if i >= args.warmup:
-                accept.append(accepted - started)
-                decision.append(done - started)
+                accept.append(accepted_s)
+                decision.append(decided_s)
 
     p50, p95 = percentile(decision, 50), percentile(decision, 95)
     print(f"machine: {machine()}")

@@ -34,7 +34,7 @@ import statistics
 import time
 from pathlib import Path
 
-from common import BENCH_TOKEN, REPO, append_row, local_mesh, machine
+from common import BENCH_TOKEN, REPO, append_row, local_mesh, machine, submit_and_wait
 
 SEED = 20261125
 # A replica must do at least this fraction of an even share of the replicas' CPU time in a run.
@@ -96,19 +96,7 @@ def simulation_stage(events_file: Path) -> tuple[float, float]:
 def one_run(client, mesh, payload: dict, replica_pids: list[int]) -> dict:
     """Submit one run, wait for its decision and its report; its timings, digest and replica CPU."""
     before = [cpu_seconds(pid) for pid in replica_pids]
-    started = time.perf_counter()
-    response = client.post("/api/v1/validation/runs", json=payload)
-    if response.status_code != 201:
-        raise SystemExit(f"POST /runs answered {response.status_code}: {response.text}")
-    run_id = response.json()["run_id"]
-    while True:
-        status = client.get(f"/api/v1/validation/{run_id}/status").json()["status"]
-        if status in ("DECISION_READY", "COMPLETED"):
-            break
-        if status in ("FAILED", "TIMEOUT"):
-            raise SystemExit(f"run {run_id} ended {status}")
-        time.sleep(0.01)
-    e2e = time.perf_counter() - started
+    run_id, _, e2e = submit_and_wait(client, payload)
     replica_cpu = [cpu_seconds(pid) - b for pid, b in zip(replica_pids, before)]
     while client.get(f"/api/v1/validation/{run_id}/report").status_code == 409:
         time.sleep(0.05)  # the report is still being rendered; the next run should not compete with it

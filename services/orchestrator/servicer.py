@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import platform
@@ -151,6 +152,7 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
         self.callbacks = callbacks
         self.pipeline = Pipeline(settings, store, clients, callbacks.emitter if callbacks is not None else None)
         self._tasks: set[asyncio.Task] = set()
+        self._closing = False  # set by shutdown(): no new pipeline task may start
         self.status_view = StatusView(store, status_message)
 
     # ------------------------------------------------------------------ callbacks (transactional outbox)
@@ -245,11 +247,20 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
         )
 
     def _launch(self, ctx: RunContext) -> None:
+        if self._closing:
+            # A SubmitRun still in flight when shutdown began: the run is stored, so the next
+            # orchestrator to start resumes it; a task started now would outlive the shutdown.
+            log.info("run %s accepted during shutdown; it starts when an orchestrator next starts", ctx.run_id)
+            if self.store.owner:
+                with contextlib.suppress(Exception):  # else the lease expires on its own
+                    self.store.release_leases()  # so another live replica adopts it at once
+            return
         task = asyncio.create_task(self.pipeline.execute(ctx), name=f"run:{ctx.run_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def shutdown(self) -> None:
+        self._closing = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

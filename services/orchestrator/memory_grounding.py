@@ -60,8 +60,9 @@ async def ground(stub: memory_service_pb2_grpc.MemoryServiceStub, *, run_id: str
             domain=domain, limit=KNOWN_LIMIT, exclude_synthetic=True), timeout=timeout_s)
     try:
         # The calls carry their own deadlines; the outer one only guards against a call that ignores it.
-        answers = await asyncio.wait_for(
-            asyncio.gather(*calls.values(), return_exceptions=True), timeout=timeout_s + 1.0)
+        # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation of this task.
+        async with asyncio.timeout(timeout_s + 1.0):
+            answers = await asyncio.gather(*calls.values(), return_exceptions=True)
     except asyncio.TimeoutError as err:
         for call in calls.values():
             call.cancel()

@@ -53,6 +53,9 @@ _LIMITS = {
 READY_STATES = ("DECISION_READY", "COMPLETED")
 
 
+SHUTDOWN_CANCEL_S = 5.0  # how long shutdown keeps cancelling run tasks that have not stopped
+
+
 class _AlreadyDone(Exception):
     """A guarded update found that another request had already made this change."""
 # Expired keys are as good as absent already (lookups skip them); the purge only reclaims the rows.
@@ -261,9 +264,16 @@ class ValidationServicer(vgrpc.ValidationServiceServicer):
 
     async def shutdown(self) -> None:
         self._closing = True
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Cancel until they are gone: a task can swallow one cancellation (asyncio.wait_for in 3.11
+        # does when its inner call finishes at the same moment), and waiting on it once would then
+        # wait for the whole run, past the pod's termination grace.
+        deadline = time.monotonic() + SHUTDOWN_CANCEL_S
+        while self._tasks and time.monotonic() < deadline:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.wait(list(self._tasks), timeout=0.2)
+        if self._tasks:
+            log.warning("%d run tasks did not stop; their runs resume on the next start", len(self._tasks))
         await self.pipeline.documents.close()
         if self.store.owner:
             try:

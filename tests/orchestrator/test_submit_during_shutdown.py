@@ -3,6 +3,8 @@ pipeline task (one would outlive the shutdown); the next orchestrator to start r
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from smvm.launcher import free_port
@@ -36,3 +38,26 @@ async def test_a_run_accepted_during_shutdown_starts_on_the_next_orchestrator(me
             assert status.state == run_pb2.RUN_STATE_DECISION_READY
         finally:
             await successor.stop(0)
+
+
+async def test_shutdown_ends_a_task_that_swallows_its_first_cancellation(tmp_path):
+    """asyncio.wait_for in 3.11 can swallow a cancellation; shutdown must not then wait for the run."""
+    from smvm.config import Settings
+
+    settings = Settings(profile="test", runs_dir=tmp_path)
+    servicer = ValidationServicer(settings, RunStore(tmp_path, database_url=settings.database_url), clients=None)
+    swallowed = []
+
+    async def stubborn_run():
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            swallowed.append(True)  # as a wait_for whose inner call just finished would
+        await asyncio.sleep(3600)
+
+    task = asyncio.create_task(stubborn_run())
+    servicer._tasks.add(task)
+    task.add_done_callback(servicer._tasks.discard)
+    await asyncio.sleep(0)
+    await asyncio.wait_for(servicer.shutdown(), 10)
+    assert swallowed and task.cancelled() and servicer._tasks == set()

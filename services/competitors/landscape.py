@@ -248,7 +248,7 @@ def _imported_drafts(prior: DomainPrior, records, table: FxTable, warnings: list
             name=r.name,
             price=price,
             features=[(text, 1.0) for text in r.features],
-            brand=round(min(IMPORTED_BRAND_MAX, IMPORTED_BRAND_BASE + IMPORTED_BRAND_PER_SHARE * share), DECIMALS),
+            brand=_brand_from_share(share),
             share=share,
             prior_relevance=IMPORTED_RELEVANCE,
             source=source + (f";{r.source}" if r.source else ""),
@@ -259,6 +259,12 @@ def _imported_drafts(prior: DomainPrior, records, table: FxTable, warnings: list
         f"brand_strength:assumed: imported competitors' brand strength = {IMPORTED_BRAND_BASE:g} + "
         f"{IMPORTED_BRAND_PER_SHARE:g} x market share (at most {IMPORTED_BRAND_MAX:g}); imports carry no brand figure")
     return drafts
+
+
+def _brand_from_share(share: float) -> float:
+    """Brand strength of a grounded competitor (imported or learned): sources carry no brand figure,
+    so it is assumed from market share (the warning in _imported_drafts states the rule)."""
+    return round(min(IMPORTED_BRAND_MAX, IMPORTED_BRAND_BASE + IMPORTED_BRAND_PER_SHARE * share), DECIMALS)
 
 
 def _learned_drafts(known, table: FxTable) -> list[_Draft]:
@@ -276,7 +282,7 @@ def _learned_drafts(known, table: FxTable) -> list[_Draft]:
             name=c.name,
             price=price,
             features=[(text, 1.0) for text in c.features],
-            brand=round(min(IMPORTED_BRAND_MAX, IMPORTED_BRAND_BASE + IMPORTED_BRAND_PER_SHARE * share), DECIMALS),
+            brand=_brand_from_share(share),
             share=share,
             prior_relevance=LEARNED_RELEVANCE,
             source=f"memory:{c.last_run_id}" if c.last_run_id else "memory",

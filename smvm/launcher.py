@@ -85,6 +85,11 @@ def free_addresses(simulation_replicas: int = 1) -> dict[str, str]:
     return addrs
 
 
+def unclean_exits(codes: dict[str, int | None]) -> dict[str, int | None]:
+    """The processes of a stopped mesh that did not exit 0 by themselves (-9: killed at the deadline)."""
+    return {key: code for key, code in codes.items() if code != 0}
+
+
 class MeshError(RuntimeError):
     pass
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from smvm.config import Settings
-from smvm.launcher import Mesh, free_addresses
+from smvm.launcher import Mesh, free_addresses, unclean_exits
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "e2e-token"
@@ -33,7 +33,7 @@ def mesh(tmp_path_factory):
     yield mesh
     codes = mesh.stop()
     # Every process drained and exited on SIGTERM by itself (not killed).
-    assert all(code == 0 for code in codes.values()), codes
+    assert not (unclean := unclean_exits(codes)), unclean
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from smvm.config import Settings  # noqa: E402
-from smvm.launcher import Mesh, MeshError, free_addresses, free_port  # noqa: E402
+from smvm.launcher import Mesh, MeshError, free_addresses, free_port, unclean_exits  # noqa: E402
 from tractionbuild_double import TractionBuildDouble  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,7 +75,7 @@ def mesh(tb, tmp_path_factory):
     mesh = start_mesh(tmp_path_factory.mktemp("tbmesh"), tb)
     yield mesh
     codes = mesh.stop()
-    assert all(code == 0 for code in codes.values()), codes
+    assert not (unclean := unclean_exits(codes)), unclean
 
 
 @pytest.fixture(scope="module")

@@ -306,9 +306,12 @@ def test_usage_matches_a_model_and_reservations_fit_under_the_ceiling(database_u
 
 
 def _reserve_in_another_process(database_url: str, first: int, count: int) -> int:
-    """Runs in a spawned process: its own ledger on the shared database; returns what it was granted."""
+    """Runs in a spawned process: its own ledger on the shared database; returns what it was granted.
+    It keeps the test's fixed clock (T0): with the real clock its reservations fell in another
+    budget period than the check's once the calendar month moved past T0's (the test failed from
+    2026-12-01)."""
     policy = load_policy({"budget": {"project": {"max_utility_evaluations": 10_000}}})
-    ledger = Ledger(LedgerStore(database_url), DEFAULT_PROCESS_DEFAULTS, policy)
+    ledger = Ledger(LedgerStore(database_url), DEFAULT_PROCESS_DEFAULTS, policy, clock=Clock())
     granted = 0
     for i in range(first, first + count):
         try:

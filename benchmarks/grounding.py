@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 
 import numpy as np
 
+from common import append_row  # puts the repository on sys.path
 from services.ingestion.importer import run_import
 from services.personas.calibration import calibrate
 
@@ -64,6 +66,10 @@ def main() -> None:
     t_fit_gg, fit_gg = _best(lambda: calibrate(r_gg.grounding))
     print(f"calibrate GG ({args.respondents} respondents x 5 points): {t_fit_gg * 1000:.1f} ms; mu {fit_gg.mu:.4f}, "
           f"sigma {fit_gg.sigma:.4f}, intent MAE {fit_gg.intent_mae:.4f}")
+    path = append_row("grounding", {"load_1min": round(os.getloadavg()[0], 2),
+        "vw_rows": args.rows, "vw_rows_s": round(args.rows / t_vw), "gg_rows": n_gg, "gg_rows_s": round(n_gg / t_gg),
+        "calibrate_vw_ms": round(t_fit_vw * 1e3, 1), "calibrate_gg_ms": round(t_fit_gg * 1e3, 1)})
+    print(f"row appended to {path}")
 
 
 if __name__ == "__main__":

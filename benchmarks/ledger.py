@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -26,6 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import grpc  # noqa: E402
+
+from common import append_row  # noqa: E402
 
 from smvm.config import Settings  # noqa: E402
 from smvm.db.pgcluster import PgCluster, create_database  # noqa: E402
@@ -123,6 +126,9 @@ def main() -> None:
         print(f"{row['backend']:<10} {row['mode']:<44} {row['pairs']:>6} reserve+commit pairs in "
               f"{row['seconds']:>7.3f} s = {row['pairs_per_s']:>8.1f} pairs/s")
     print("totals checked: every committed amount is in the ledger, nothing lost or double-counted")
+    path = append_row("ledger", {"load_1min": round(os.getloadavg()[0], 2), "pairs": args.pairs,
+                                 **{f"{r['backend']}: {r['mode']}": r["pairs_per_s"] for r in rows}})
+    print(f"row appended to {path}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

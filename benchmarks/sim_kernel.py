@@ -39,6 +39,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from common import append_row  # noqa: E402
 from smvm.v1 import simulation_pb2  # noqa: E402
 from services.simulation import convert  # noqa: E402
 from services.simulation.engine import kernel, reference, runner  # noqa: E402
@@ -210,9 +211,17 @@ def main() -> None:
     figures["peak_rss_mib"] = _peak_rss_mib()
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
-    head = figures["default"]
+    head, response = figures["default"], figures["competitive_response"]
+    path = append_row("sim_kernel", {
+        "load_1min": round(load, 2), "threads": threads, "engine": kernel.ENGINE,
+        "default_M_evals_s": round(head["kernel_M_evals_per_s"], 1), "default_ratio_wall": round(head["ratio"], 2),
+        "default_ratio_cpu": round(head["cpu_ratio"], 2),
+        "response_M_evals_s": round(response["kernel_M_evals_per_s"], 1), "response_ratio_wall": round(response["ratio"], 2),
+        "whole_run_ms": round(head["whole_run"]["wall_s"] * 1e3, 1), "first_result_s": round(first["first_result_s"], 2),
+        "peak_rss_mib": round(figures["peak_rss_mib"]),
+    })
     print(f"kernel: {head['kernel_M_evals_per_s']:.0f} M evals/s, {head['ratio']:.1f}x numpy reference, "
-          f"peak RSS {figures['peak_rss_mib']:.0f} MiB")
+          f"peak RSS {figures['peak_rss_mib']:.0f} MiB (row appended to {path.relative_to(REPO)})")
 
 
 if __name__ == "__main__":

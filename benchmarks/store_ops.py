@@ -12,6 +12,7 @@ throwaway local cluster with fsync ON (durable commits, as in production), over 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from common import append_row  # noqa: E402
 from smvm.db.pgcluster import PgCluster, create_database  # noqa: E402
 from services.orchestrator.rundir import RunDirectory  # noqa: E402
 from services.orchestrator.store import RunRecord, RunStore  # noqa: E402
@@ -71,6 +73,9 @@ def main() -> None:
     for op in ("create", "update", "get", "events"):
         s, p = results["sqlite"][op], results["postgresql"][op]
         print(f"{op:<10} {s:>14.0f} {p:>18.0f} {s / p:>6.2f}x")
+    path = append_row("store_ops", {"load_1min": round(os.getloadavg()[0], 2), "runs": args.runs, **{f"{backend}_{op}_ops_s": round(results[backend][op])
+                                    for backend in ("sqlite", "postgresql") for op in ("create", "update", "get", "events")}})
+    print(f"row appended to {path}")
 
 
 if __name__ == "__main__":

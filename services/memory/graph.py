@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import threading
 
 from smvm.db import Database
 from smvm.db.database import Transaction
@@ -26,7 +27,7 @@ from smvm.v1 import (
 )
 
 from services.memory.retention import DATA_CLASSES, RetentionRules
-from services.memory.similarity import TfIdfIndex
+from services.memory.similarity import IdeaCorpus
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,10 @@ class SimilarIdea:
 class MemoryGraph:
     def __init__(self, db: Database):
         self.db = db
+        # Idea corpora by domain, kept between queries (IdeaCorpus says why): corpus, node -> (project,
+        # run, domain, title), node -> last_seen it was read at.
+        self._corpora: dict[str, tuple[IdeaCorpus, dict[str, tuple[str, str, str, str]], dict[str, str]]] = {}
+        self._corpora_lock = threading.Lock()
 
     # ------------------------------------------------------------------ learning
     def sync(self) -> list[str]:
@@ -164,24 +169,51 @@ class MemoryGraph:
     # ------------------------------------------------------------------ queries
     def similar_ideas(self, text: str, *, domain: str = "", limit: int = 5, exclude_run_id: str = "",
                       min_similarity: float = 0.0) -> list[SimilarIdea]:
+        domain = domain.lower()
+        with self._corpora_lock:  # queries run in worker threads; one refresh of a corpus at a time
+            with self.db.reading() as tx:
+                corpus, ideas = self._refreshed_corpus(tx, domain)
+            ranked = corpus.query(text, limit, min_similarity, exclude=frozenset({f"idea:{exclude_run_id}"}))
+        if not ranked:
+            return []
+        decision_nodes = [f"decision:{ideas[node_id][1]}" for node_id, _ in ranked]  # by primary key
+        with self.db.reading() as tx:
+            decisions = {r[0]: json.loads(r[1]) for r in tx.all(
+                f"SELECT run_id, data FROM memory_nodes WHERE node_id IN ({', '.join('?' * len(decision_nodes))})",
+                decision_nodes)}
+        out = []
+        for node_id, score in ranked:
+            project_id, run_id, dom, title = ideas[node_id]
+            decision = decisions.get(run_id, {})
+            out.append(SimilarIdea(run_id, project_id, title, dom, score,
+                                   decision.get("recommendation", ""), decision.get("confidence", 0.0)))
+        return out
+
+    def _refreshed_corpus(self, tx: Transaction, domain: str) -> tuple[IdeaCorpus, dict[str, tuple[str, str, str, str]]]:
+        """The domain's idea corpus ("" = every domain) brought up to the database: ideas learned
+        since the last query are read and tokenised, ideas retention deleted are dropped. Another
+        memory replica's learning is seen the same way, since the database is the reference."""
         where, params = "kind = ?", ["idea"]
         if domain:
             where += " AND domain = ?"
-            params.append(domain.lower())
-        with self.db.reading() as tx:
-            ideas = tx.all(f"SELECT node_id, project_id, run_id, domain, data FROM memory_nodes WHERE {where}", params)
-            decisions = {r[0]: json.loads(r[1]) for r in tx.all(
-                "SELECT run_id, data FROM memory_nodes WHERE kind = ?", ("decision",))}
-        rows = {node_id: (project_id, run_id, dom, json.loads(data)) for node_id, project_id, run_id, dom, data in ideas
-                if run_id != exclude_run_id}
-        index = TfIdfIndex((node_id, row[3]["text"]) for node_id, row in rows.items())
-        out = []
-        for node_id, score in index.query(text, limit, min_similarity):
-            project_id, run_id, dom, data = rows[node_id]
-            decision = decisions.get(run_id, {})
-            out.append(SimilarIdea(run_id, project_id, data["title"], dom, score,
-                                   decision.get("recommendation", ""), decision.get("confidence", 0.0)))
-        return out
+            params.append(domain)
+        current = {node_id: last_seen for node_id, last_seen in tx.all(
+            f"SELECT node_id, last_seen FROM memory_nodes WHERE {where}", params)}
+        corpus, ideas, versions = self._corpora.setdefault(domain, (IdeaCorpus(), {}, {}))
+        for node_id in [k for k in versions if k not in current]:
+            corpus.remove(node_id)
+            del ideas[node_id], versions[node_id]
+        changed = [k for k, seen in current.items() if versions.get(k) != seen]
+        for first in range(0, len(changed), 500):
+            batch = changed[first:first + 500]
+            for node_id, project_id, run_id, dom, data, last_seen in tx.all(
+                    "SELECT node_id, project_id, run_id, domain, data, last_seen FROM memory_nodes "
+                    f"WHERE node_id IN ({', '.join('?' * len(batch))})", batch):
+                item = json.loads(data)
+                corpus.add(node_id, item["text"])
+                ideas[node_id] = (project_id, run_id, dom, item["title"])
+                versions[node_id] = last_seen
+        return corpus, ideas
 
     def known_competitors(self, domain: str, *, limit: int = 50, exclude_synthetic: bool = False) -> list[dict]:
         with self.db.reading() as tx:

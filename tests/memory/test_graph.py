@@ -153,3 +153,25 @@ def test_a_competitor_keeps_the_source_it_was_learned_from_and_a_learned_sightin
     assert after["runs_seen"] == 2
     assert (after["source"], after["run_id"], after["monthly_price_usd"], after["last_seen"]) == (
         first["source"], "RUN-A", 12.0, first["last_seen"])
+
+
+def test_the_kept_idea_corpus_follows_learning_retention_and_other_replicas(store, graph, db):
+    """similar_ideas keeps its corpus between queries; it must still see every idea the database
+    holds now: one learned after the last query, one learned by another replica, none deleted."""
+    decided_run(store, "RUN-A", "PROJ-1", "Student budgeting app", "budgeting app for university students", "fintech", [])
+    graph.sync()
+    assert [i.run_id for i in graph.similar_ideas("budgeting app for students")] == ["RUN-A"]
+
+    decided_run(store, "RUN-B", "PROJ-2", "Budgeting app for students", "budgeting app for students", "fintech", [])
+    other_replica = MemoryGraph(db)
+    assert other_replica.sync() == ["RUN-B"]
+    found = graph.similar_ideas("budgeting app for students")  # this replica learned nothing itself
+    assert [i.run_id for i in found] == ["RUN-B", "RUN-A"] and found[0].similarity == pytest.approx(1.0)
+    # a fresh graph (no kept corpus) answers the same scores
+    fresh = MemoryGraph(db).similar_ideas("budgeting app for students")
+    assert [(i.run_id, i.similarity) for i in fresh] == [(i.run_id, pytest.approx(i.similarity)) for i in found]
+
+    rules = RetentionRules.from_mapping({"persona": 180, "idea": 730, "competitor": 365})
+    graph.apply_retention(rules, dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=800))
+    assert graph.similar_ideas("budgeting app for students") == []
+    assert other_replica.similar_ideas("budgeting app for students") == []

@@ -1,7 +1,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from services.memory.similarity import TfIdfIndex, tokens
+from services.memory.similarity import IdeaCorpus, TfIdfIndex, tokens
 
 
 def test_tokens_drop_stopwords_and_fold_plurals():
@@ -36,3 +36,31 @@ def test_scores_are_cosines_in_unit_interval_and_sorted(docs, query):
     ranked = index.query(query, 100)
     scores = [s for _, s in ranked]
     assert all(0.0 < s <= 1.0 for s in scores) and scores == sorted(scores, reverse=True)
+
+
+WORDS = st.sampled_from("budget app student coach dog walk market saving bank the for".split())
+TEXTS = st.lists(WORDS, max_size=8).map(" ".join)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["add", "remove"]), st.integers(0, 7), TEXTS), max_size=25),
+       TEXTS, st.sets(st.integers(0, 7), max_size=2), st.sampled_from([0.0, 0.3]))
+def test_the_kept_corpus_ranks_as_a_fresh_index_would_after_any_edits(edits, query, excluded, floor):
+    """IdeaCorpus (kept between queries, numpy) against TfIdfIndex (rebuilt, the definition)."""
+    corpus, docs = IdeaCorpus(), {}
+    for op, i, text in edits:
+        if op == "add":
+            corpus.add(f"k{i}", text)
+            docs[f"k{i}"] = text
+        else:
+            corpus.remove(f"k{i}")
+            docs.pop(f"k{i}", None)
+    exclude = frozenset(f"k{i}" for i in excluded)
+    expected = dict(TfIdfIndex((k, t) for k, t in docs.items() if k not in exclude).query(query, 100, floor))
+    got = corpus.query(query, 100, floor, exclude=exclude)
+    assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+    got = dict(got)
+    # the same documents (but for a score within rounding of the floor) with the same scores
+    clear = lambda scores: {k for k, v in scores.items() if v > floor + 1e-9}  # noqa: E731
+    assert clear(got) == clear(expected)
+    assert {k: got[k] for k in clear(got)} == pytest.approx({k: expected[k] for k in clear(got)}, abs=1e-12)
+    assert corpus.query(query, 2, floor, exclude=exclude) == corpus.query(query, 100, floor, exclude=exclude)[:2]

@@ -62,7 +62,7 @@ def _by_driver(decision) -> dict[str, decision_pb2.SensitivitySwing]:
 
 async def test_the_decision_tornado_comes_from_re_simulation(resimulated):
     """Through the analysis servicer: the market drivers are marked re-simulated, nothing approximated."""
-    assert len(resimulated.simulation_config.swings) == 8 and len(resimulated.simulation.swings) == 8
+    assert len(resimulated.simulation_config.swings) == 10 and len(resimulated.simulation.swings) == 10  # 8 + 2 pivot scenarios
     response = await AnalysisServicer().Analyze(resimulated, None)
     d = response.decision
     swings = _by_driver(d)

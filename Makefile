@@ -50,7 +50,7 @@ test: install postgres
 	$(PY) -m pytest -q
 
 run: install
-	$(VENV)/bin/smvm demo examples/idea.json
+	$(VENV)/bin/smvm demo examples/idea.json --import competitors=examples/competitors.csv
 
 up: install
 	$(VENV)/bin/smvm up

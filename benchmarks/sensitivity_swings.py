@@ -1,16 +1,20 @@
-"""What the tornado's re-simulated swings add to a default validation, measured in one run.
+"""What the re-simulated swings add to a default validation, measured in one run.
 
 Workload: the default validation shape (benchmarks/sim_kernel.default_config: 1,000 iterations x 64
-customers, 5 personas, 10 competitors, 36 months, 20 price points) with the orchestrator's default
-swings (services/orchestrator/simconfig.SWINGS: Bass p, Bass q, churn and competitor prices, low and
-high: 8 re-simulations of the sampled chunks, here all 4). Timed, repeats interleaved so a burst of
-load from other processes hits both sides:
+customers, 5 personas, 10 competitors, 36 months, 20 price points), three ways, repeats interleaved
+so a burst of load from other processes hits every side:
 
-- simulation: the servicer's work (run every chunk, merge, result proto) without and with swings;
-- the result's bytes, and the orchestrator's simulation.result.json (MessageToDict + json.dumps)
-  with the swing paths left out as the pipeline writes it, against the base result's;
-- analysis: the decision (render_documents=False) on the re-simulated swings against the same
-  request without them (the old approximations), same simulated worlds.
+- base: no swings;
+- tornado: the tornado's swings (services/orchestrator/simconfig.tornado_swings: Bass p, Bass q, churn
+  and competitor prices, low and high: 8 re-simulations of the sampled chunks, here all 4);
+- default: what the orchestrator asks for (simconfig.default_swings): the tornado's and the pivots'
+  scenarios (feature parity, a segment focus), each a re-run of the whole kernel on those chunks.
+
+Measured: the simulation (the servicer's work: run every chunk, merge, result proto), the result's
+bytes, the orchestrator's simulation.result.json (MessageToDict + json.dumps) with the swing paths
+left out as the pipeline writes it, and the decision (render_documents=False) on the re-simulated
+swings against the same request without them (the old approximations). A dated row goes to
+benchmarks/results/sensitivity_swings.tsv.
 
     .venv/bin/python benchmarks/sensitivity_swings.py [--repeats 15] [--json out.json]
 """
@@ -23,7 +27,7 @@ import os
 import statistics
 import time
 
-from common import machine
+from common import append_row, machine
 
 from google.protobuf import json_format
 
@@ -33,7 +37,7 @@ from services.orchestrator import simconfig
 from services.orchestrator.pipeline import without_swing_paths
 from services.simulation import convert
 from services.simulation.engine import kernel, runner
-from smvm.v1 import analysis_service_pb2
+from smvm.v1 import analysis_service_pb2, simulation_pb2
 
 
 def simulate(config):
@@ -64,14 +68,20 @@ def main() -> None:
     args = ap.parse_args()
     kernel.warmup()
     base_config = default_config()
+    tornado_config = default_config()
+    tornado_config.swings.extend(simconfig.tornado_swings(with_competitors=True))
     swung_config = default_config()
-    swung_config.swings.extend(simconfig.default_swings(with_competitors=True))
-    simulate(base_config), simulate(swung_config)  # warm: pools, caches
-    base_s, swung_s, base_cpu, swung_cpu = [], [], [], []
+    swung_config.swings.extend(simconfig.default_swings(swung_config))
+    for config in (base_config, tornado_config, swung_config):  # warm: pools, caches
+        simulate(config)
+    base_s, tornado_s, swung_s, base_cpu, tornado_cpu, swung_cpu = [], [], [], [], [], []
     for _ in range(args.repeats):
         base, t, c = simulate(base_config)
         base_s.append(t)
         base_cpu.append(c)
+        _, t, c = simulate(tornado_config)
+        tornado_s.append(t)
+        tornado_cpu.append(c)
         swung, t, c = simulate(swung_config)
         swung_s.append(t)
         swung_cpu.append(c)
@@ -101,11 +111,17 @@ def main() -> None:
     med = statistics.median
     out = {
         "machine": machine(), "swings": len(swung.swings), "swing_iterations_each": swung.swings[0].iterations,
-        "simulation_base_ms_median": 1e3 * med(base_s), "simulation_with_swings_ms_median": 1e3 * med(swung_s),
-        "simulation_base_ms_min": 1e3 * min(base_s), "simulation_with_swings_ms_min": 1e3 * min(swung_s),
+        "swing_drivers": [simulation_pb2.SwingDriver.Name(s.swing.driver) for s in swung.swings],
+        "simulation_base_ms_median": 1e3 * med(base_s), "simulation_tornado_ms_median": 1e3 * med(tornado_s),
+        "simulation_with_swings_ms_median": 1e3 * med(swung_s),
+        "simulation_base_ms_min": 1e3 * min(base_s), "simulation_tornado_ms_min": 1e3 * min(tornado_s),
+        "simulation_with_swings_ms_min": 1e3 * min(swung_s),
         "swings_added_ms_median": 1e3 * (med(swung_s) - med(base_s)),
-        "simulation_base_cpu_ms_median": 1e3 * med(base_cpu), "simulation_with_swings_cpu_ms_median": 1e3 * med(swung_cpu),
+        "scenarios_added_ms_median": 1e3 * (med(swung_s) - med(tornado_s)),
+        "simulation_base_cpu_ms_median": 1e3 * med(base_cpu), "simulation_tornado_cpu_ms_median": 1e3 * med(tornado_cpu),
+        "simulation_with_swings_cpu_ms_median": 1e3 * med(swung_cpu),
         "swings_added_cpu_ms_median": 1e3 * (med(swung_cpu) - med(base_cpu)),
+        "scenarios_added_cpu_ms_median": 1e3 * (med(swung_cpu) - med(tornado_cpu)),
         "load_average_1min": os.getloadavg()[0],
         "utility_evaluations_base": base.utility_evaluations, "utility_evaluations_with_swings": swung.utility_evaluations,
         "swing_evaluations": sum(evaluations),
@@ -120,11 +136,27 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2)
+    print("| | base | tornado (8 swings) | default (tornado + scenarios) |\n|---|---|---|---|")
+    for name, key in (("simulation wall, median", "ms_median"), ("simulation wall, fastest", "ms_min"),
+                      ("simulation CPU, median", "cpu_ms_median")):
+        print(f"| {name} | {out[f'simulation_base_{key}']:.1f} ms | {out[f'simulation_tornado_{key}']:.1f} ms | "
+              f"{out[f'simulation_with_swings_{key}']:.1f} ms |")
     print(f"swings: +{out['swings_added_ms_median']:.1f} ms simulation wall (median {out['simulation_base_ms_median']:.1f} -> "
-          f"{out['simulation_with_swings_ms_median']:.1f} ms), +{out['swings_added_cpu_ms_median']:.1f} ms CPU "
-          f"({out['simulation_base_cpu_ms_median']:.1f} -> {out['simulation_with_swings_cpu_ms_median']:.1f}), {len(swung.swings)} swings x "
-          f"{swung.swings[0].iterations} iterations, analysis {out['analysis_ms_approximated']:.0f} -> "
-          f"{out['analysis_ms_resimulated']:.0f} ms")
+          f"{out['simulation_with_swings_ms_median']:.1f} ms; the scenarios +{out['scenarios_added_ms_median']:.1f}), "
+          f"+{out['swings_added_cpu_ms_median']:.1f} ms CPU ({out['simulation_base_cpu_ms_median']:.1f} -> "
+          f"{out['simulation_with_swings_cpu_ms_median']:.1f}; the scenarios +{out['scenarios_added_cpu_ms_median']:.1f}), "
+          f"{len(swung.swings)} swings x {swung.swings[0].iterations} iterations, analysis "
+          f"{out['analysis_ms_approximated']:.0f} -> {out['analysis_ms_resimulated']:.0f} ms, load {out['load_average_1min']:.2f}")
+    path = append_row("sensitivity_swings", {
+        "load_average_1min": f"{out['load_average_1min']:.2f}", "repeats": args.repeats, "swings": out["swings"],
+        **{k: f"{out[k]:.1f}" for k in (
+            "simulation_base_ms_median", "simulation_tornado_ms_median", "simulation_with_swings_ms_median",
+            "simulation_base_cpu_ms_median", "simulation_tornado_cpu_ms_median", "simulation_with_swings_cpu_ms_median",
+            "analysis_ms_approximated", "analysis_ms_resimulated")},
+        "utility_evaluations_base": out["utility_evaluations_base"],
+        "utility_evaluations_with_swings": out["utility_evaluations_with_swings"],
+        "result_bytes_base": out["result_bytes_base"], "result_bytes_with_swings": out["result_bytes_with_swings"]})
+    print(f"row appended to {path}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """`smvm`: run the mesh and operate it through the REST gateway, as TractionBuild would.
 
     smvm up [--simulation-replicas N]       start the mesh in the foreground until Ctrl-C / SIGTERM
-    smvm demo FILE                          start the mesh, submit FILE, wait, print the decision, stop
+    smvm demo FILE [--import KIND=PATH ...] start the mesh, import grounding data through the gateway and
+                                            reference it from FILE's idea (grounding_refs), submit FILE,
+                                            wait, print the decision and the T0+3 gate, stop
     smvm submit FILE [--wait]               submit an idea (either request shape of the guide)
     smvm status ID | results ID | finalize ID | complete ID --results FILE
     smvm runs [--project-id P]              list runs
@@ -121,6 +123,12 @@ def _summarise(results: dict) -> str:
         )
     for step in decision.get("next_steps", [])[:3]:
         lines.append(f"  next: {step}")
+    gate = decision.get("gate", {})
+    if gate:
+        lines.append(f"Gate (T0+3): {gate.get('gate_decision', '?')}")
+        for criterion in gate.get("criteria", []):
+            lines.append(f"  - {criterion.get('name')}: {'pass' if criterion.get('passed') else 'FAIL'}  "
+                         f"{criterion.get('evidence', '')}")
     lines.append(f"Run directory: {status.get('run_directory', '?')}")
     return "\n".join(lines)
 
@@ -162,6 +170,12 @@ def cmd_demo(args) -> int:
     print(f"starting the SMVM mesh (logs in {log_dir}/)...", file=sys.stderr)
     with Mesh(settings, log_dir=log_dir) as mesh:
         client = Client(mesh.gateway_url, args.token)
+        for kind, path in args.imports:
+            answer = client.import_grounding(path, kind)
+            _reference_import(payload, answer["import_id"])
+            report = answer.get("report", {})
+            print(f"imported {path} as {kind}: {answer['import_id'][:12]} ({report.get('rows_accepted', 0)} of "
+                  f"{report.get('rows_read', 0)} rows), referenced from the idea", file=sys.stderr)
         accepted = client.submit(payload)
         run_id = accepted["run_id"]
         print(f"submitted {args.file} as run {run_id}; waiting for the decision...", file=sys.stderr)
@@ -172,6 +186,22 @@ def cmd_demo(args) -> int:
         print(_summarise(client.results(run_id)))
     print("mesh stopped.", file=sys.stderr)
     return 0
+
+
+def _import_arg(text: str) -> tuple[str, Path]:
+    """KIND=PATH, PATH an existing file."""
+    kind, sep, path = text.partition("=")
+    if not sep or not kind or not path:
+        raise argparse.ArgumentTypeError(f"expected KIND=PATH (e.g. competitors=examples/competitors.csv), got {text!r}")
+    if not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {path}")
+    return kind, Path(path)
+
+
+def _reference_import(payload: dict, import_id: str) -> None:
+    """Add an import to the idea's grounding_refs, in whichever request shape the payload uses."""
+    shape = "idea" if "idea" in payload and "business_idea" not in payload else "business_idea"
+    payload.setdefault(shape, {}).setdefault("grounding_refs", []).append(import_id)
 
 
 def cmd_submit(args) -> int:
@@ -266,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="start the mesh, validate FILE, print the decision, stop")
     demo.add_argument("file")
     demo.add_argument("--log-dir", default=None)
+    demo.add_argument("--import", dest="imports", action="append", default=[], type=_import_arg, metavar="KIND=PATH",
+                      help="import PATH as KIND (van_westendorp | gabor_granger | competitors | market_size) "
+                           "through the gateway and reference it from the idea; repeatable")
     demo.set_defaults(func=cmd_demo)
 
     submit = sub.add_parser("submit", help="submit an idea")

@@ -15,14 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.analysis import precedent, pricing, report, resimulated, risk, surveys
+from services.analysis import pivots, precedent, pricing, report, resimulated, risk, surveys
+from services.analysis.competition import evidence as competition_evidence
 from services.analysis.costs import cost_assumptions
 from services.analysis.financials import FinancialSummary, summarise
 from services.analysis.inputs import SimInputs, read_simulation
 from services.analysis.market import MarketSizingResult, size_market, top_down_inputs
 from services.analysis.policy import Policy, load_policy
 from services.analysis.scoring import DimensionScore, Evidence, band, composite, score_dimensions
-from services.analysis.stats import finite, interp_rows, lognormal_sigma, lognormal_survival, safe_div, wprob, wquantile
+from services.analysis.stats import finite, interp_rows, safe_div, wprob, wquantile
 from services.analysis.voi import DRIVER_LABELS, DriverValue, evppi
 from smvm.errors import InvalidArgument
 from smvm.v1 import analysis_service_pb2, decision_pb2
@@ -107,42 +108,10 @@ class Scenario:
     composite_per_iteration: np.ndarray
 
 
-def _competition(request, sim_result, our_name: str):
-    """(our share, top competitor share, its name, response ratio, our coverage, their coverage, their median price)."""
-    ours = top = None
-    top_name = ""
-    shares = [s for s in sim_result.offering_shares if s.name != "none"]
-    if shares:
-        mine = next((s for s in shares if our_name and s.name == our_name), shares[0])
-        ours = finite(mine.share.mean)
-        others = [s for s in shares if s is not mine]
-        if others:
-            best = max(others, key=lambda s: s.share.mean)
-            top, top_name = finite(best.share.mean), best.name
-    ratio = None
-    cr = sim_result.competitive_response
-    if cr.enabled and cr.share_without_response > 0:
-        ratio = cr.share_with_response / cr.share_without_response
-    our_cov = their_cov = None
-    if request.our_offering.feature_vector and request.competitors:
-        keys = set(request.our_offering.feature_vector)
-        for c in request.competitors:
-            keys |= set(c.feature_vector)
-        keys = sorted(keys)
-        our_cov = float(np.mean([request.our_offering.feature_vector.get(k, 0.0) for k in keys]))
-        their_cov = float(np.mean([[c.feature_vector.get(k, 0.0) for k in keys] for c in request.competitors]))
-    elif request.HasField("simulation_config") and request.simulation_config.competitors and request.simulation_config.our_offering.features:
-        cfg = request.simulation_config
-        our_cov = float(np.mean(cfg.our_offering.features))
-        their_cov = float(np.mean([np.mean(c.features) if c.features else 0.0 for c in cfg.competitors]))
-    prices = [c.monthly_price_usd for c in request.competitors if c.monthly_price_usd > 0]
-    if not prices and request.HasField("simulation_config"):
-        prices = [c.monthly_price_usd for c in request.simulation_config.competitors if c.monthly_price_usd > 0]
-    median_price = float(np.median(prices)) if prices else None
-    return ours, top, top_name, ratio, our_cov, their_cov, median_price
-
-
-def _scenario(price: float, sim: SimInputs, request, policy: Policy, costs, wtp, competition, survey=None) -> Scenario:
+def _scenario(price: float, sim: SimInputs, request, policy: Policy, costs, wtp, competition, survey=None,
+              market_scale: float = 1.0) -> Scenario:
+    """The matrix on these worlds at `price`; `market_scale` scales the top-down TAM / SAM / SOM
+    (a segment focus is that share of the market)."""
     d = sim.draws
     mult = pricing.adoption_multipliers(sim.prices, d.demand_share, sim.mean_share, sim.sim_price, price)
     customers = d.customers * mult[:, None]
@@ -150,6 +119,7 @@ def _scenario(price: float, sim: SimInputs, request, policy: Policy, costs, wtp,
     window = int(policy.num("financial_viability.payback_window_months"))
     finance = summarise(revenue, customers, d.churn, d.weights, costs, window)
     tam, sam, som, source, notes = top_down_inputs(request.idea)
+    tam, sam, som = tam * market_scale, sam * market_scale, som * market_scale
     market = size_market(tam, sam, som, revenue[:, -1], d.weights, policy.num("market.som_disagreement_factor"), source, notes)
     retention = pricing.retention_rows(sim.prices, d.demand_share, price)
     ours, top, top_name, ratio, our_cov, their_cov, median_price = competition
@@ -282,7 +252,7 @@ def analyze(request: analysis_service_pb2.AnalyzeRequest, policy=None, render_do
     costs = cost_assumptions(pol, request.idea.domain, price, build,
                              request.cost_overrides if request.HasField("cost_overrides") else None)
     our_name = request.our_offering.name or (config.our_offering.name if config is not None else "")
-    competition = _competition(request, request.simulation, our_name)
+    competition = competition_evidence(request, request.simulation, our_name)
     used = _scenario(price, sim, request, pol, costs, wtp, competition, survey)
     best_price = optimum.price if not optimum.no_demand else price
     best = _scenario(best_price, sim, request, pol, costs, wtp, competition, survey) if best_price != price else used
@@ -319,7 +289,10 @@ def analyze(request: analysis_service_pb2.AnalyzeRequest, policy=None, render_do
             f"price: {verb} to {_fmt_price(best.price)} ({price_change:+.0%}); simulated {sim.months}-month revenue P50 "
             f"{gain:+.0%}, composite {used.composite:.1f} -> {best.composite:.1f}")
     if recommendation == "PIVOT":
-        pivot_suggestions += _non_price_pivots(request, used, price, wtp, pol)
+        def score(s, comp, wtp=wtp, market_scale=1.0):
+            return _scenario(price, s, request, pol, costs, wtp, comp, survey, market_scale)
+
+        pivot_suggestions += pivots.non_price_pivots(request, used, sim, price, wtp, pol, competition, our_name, score)
 
     # value of information
     voi: list[DriverValue] = []
@@ -496,24 +469,27 @@ def sensitivity(price, sim: SimInputs, request, policy: Policy, costs, wtp, comp
 
     Each swing re-scores the whole matrix, so a driver whose swing changes the band is visible.
 
-    Re-simulated ("re-simulated"): Bass p, Bass q, churn and competitor prices. The simulation
-    service re-ran the market with the driver moved on the same seed (SimulationResult.swings), so
-    awareness, adoption, churn's return to the unaware pool, choice shares and competitive response
-    are what the simulator says, on the same customers and market draws.
+    Re-simulated ("re-simulated"): Bass p, Bass q, churn and competitor prices, and our price when
+    the result carries our-price swings (the orchestrator asks for them with competitive response
+    on). The simulation service re-ran the market with the driver moved on the same seed
+    (SimulationResult.swings), so awareness, adoption, churn's return to the unaware pool, choice
+    shares and competitive response (competitors re-pricing against our swung price included) are
+    what the simulator says, on the same customers and market draws.
 
     On the same paths ("same paths"), exact by construction:
     - market size: customers and revenue are the market size times a path of fractions that does
       not depend on it, so scaling every path scales the market;
     - CAC and fixed costs: they do not enter the simulation; the financials apply them to the paths;
-    - price: every iteration's demand curve was evaluated at each grid price with the same
-      customers, and our customers are our choice share times the aware-adopter path, which does
-      not depend on our price, so re-pricing scales each path by that iteration's share ratio
-      (exact at grid prices without competitive response; interpolated between them, and with
-      competitive response the competitors' reaction to our new price is not re-simulated).
+    - price, without competitive response: every iteration's demand curve was evaluated at each
+      grid price with the same customers, and our customers are our choice share times the
+      aware-adopter path, which does not depend on our price, so re-pricing scales each path by
+      that iteration's share ratio (exact at grid prices, interpolated between them).
 
     Fallback ("approximated"), only when the simulation output carries no re-simulated swing for a
     driver (e.g. a run resumed from a stage output stored before swings existed): Bass and churn
-    swings rescale paths by a closed-form Bass ratio, competitor prices shift our relative price.
+    swings rescale paths by a closed-form Bass ratio, competitor prices shift our relative price,
+    and with competitive response on the price swing re-prices the same paths (the competitors'
+    reaction to our new price left out).
     """
     d = sim.draws
 
@@ -524,8 +500,9 @@ def sensitivity(price, sim: SimInputs, request, policy: Policy, costs, wtp, comp
         sc = _scenario(p, s, request, policy, c, wtp, comp, survey)
         return sc.finance.npv_p50, band(sc.composite, policy), sc.composite
 
+    approximated = []
     cases = [
-        ("price", "-20%", "+20%", lambda: run(p=price * 0.8), lambda: run(p=price * 1.2), SAME_PATHS),
+        _price_case(price, sim, request, competition, our_name, run, approximated),
         ("market size", "-25%", "+25%", lambda: run(s=scaled_market(0.75)), lambda: run(s=scaled_market(1.25)), SAME_PATHS),
         ("CAC", "+50%", "-50%", lambda: run(c=dataclasses.replace(costs, cac_usd=costs.cac_usd * 1.5)),
          lambda: run(c=dataclasses.replace(costs, cac_usd=costs.cac_usd * 0.5)), SAME_PATHS),
@@ -535,7 +512,6 @@ def sensitivity(price, sim: SimInputs, request, policy: Policy, costs, wtp, comp
          lambda: run(c=dataclasses.replace(costs, fixed_costs_monthly_usd=costs.fixed_costs_monthly_usd * 0.75,
                                            initial_investment_usd=costs.initial_investment_usd * 0.75)), SAME_PATHS),
     ]
-    approximated = []
     for driver, info in resimulated.DRIVERS.items():
         factors = resimulated.adverse_and_favourable(request.simulation, driver)
         swung = [resimulated.swung_inputs(request.simulation, sim, driver, f) for f in factors] if factors else [None]
@@ -566,37 +542,22 @@ def sensitivity(price, sim: SimInputs, request, policy: Policy, costs, wtp, comp
     return sorted(out, key=lambda s: -abs(s.npv_high - s.npv_low))
 
 
-def _non_price_pivots(request, used: Scenario, price: float, wtp, policy: Policy) -> list[str]:
-    """Segment and positioning pivots, each with how much the analysis says it helps."""
-    out = []
-    personas = [p for p in request.personas if p.wtp.median_usd > 0]
-    if personas and price > 0:
-        def p_accept(p):
-            sigma = p.wtp.sigma if p.wtp.sigma > 0 else lognormal_sigma(p.wtp.p10_usd, p.wtp.median_usd, p.wtp.p90_usd,
-                                                                         policy.num("wtp_validation.default_sigma"))
-            return lognormal_survival(price, p.wtp.median_usd, sigma)
-
-        best = max(personas, key=p_accept)
-        market_sigma = lognormal_sigma(wtp.p10, wtp.p50, wtp.p90, policy.num("wtp_validation.default_sigma"))
-        overall = lognormal_survival(price, wtp.p50, market_sigma) if wtp.p50 > 0 else 0.0
-        if best.wtp.median_usd >= price and p_accept(best) > overall:
-            out.append(f"segment: focus on '{best.name or best.segment}' ({best.weight:.0%} of the market): "
-                       f"P(WTP >= ${price:,.2f}) is {p_accept(best):.0%} there vs {overall:.0%} market-wide "
-                       f"(WTP median ${best.wtp.median_usd:,.2f})")
-    ev = used.evidence
-    if ev.our_coverage is not None and ev.competitor_coverage is not None and ev.our_coverage < ev.competitor_coverage:
-        gaps = []
-        if request.our_offering.feature_vector and request.competitors:
-            keys = {k for c in request.competitors for k in c.feature_vector}
-            gap = {k: np.mean([c.feature_vector.get(k, 0.0) for c in request.competitors]) - request.our_offering.feature_vector.get(k, 0.0)
-                   for k in keys}
-            gaps = [k for k, v in sorted(gap.items(), key=lambda kv: -kv[1]) if v > 0][:3]
-        closed = dataclasses.replace(ev, our_coverage=ev.competitor_coverage)
-        after, _ = composite(score_dimensions(closed, policy))
-        out.append(f"positioning: close the feature gap (coverage {ev.our_coverage:.2f} vs competitors {ev.competitor_coverage:.2f})"
-                   + (f", first on {', '.join(gaps)}" if gaps else "")
-                   + f"; at parity the matrix scores {used.composite:.1f} -> {after:.1f} (share effects not re-simulated)")
-    return out
+def _price_case(price, sim: SimInputs, request, competition, our_name: str, run, approximated: list[str]) -> tuple:
+    """The tornado's price swing: re-simulated from our-price swings when the result carries them,
+    else re-priced on the same paths (exact without competitive response, approximated with it)."""
+    factors = resimulated.low_and_high(request.simulation, resimulated.OUR_PRICE)
+    swung = [resimulated.swung_inputs(request.simulation, sim, resimulated.OUR_PRICE, f) for f in factors] if factors else [None]
+    if factors and all(s is not None for s in swung):
+        comps = [resimulated.swung_competition(competition, request.simulation, resimulated.OUR_PRICE, f, our_name)
+                 for f in factors]
+        return ("price", *(resimulated.factor_label(f) for f in factors),
+                lambda: run(p=price * factors[0], s=swung[0], comp=comps[0]),
+                lambda: run(p=price * factors[1], s=swung[1], comp=comps[1]), RESIMULATED)
+    method = SAME_PATHS
+    if request.simulation.competitive_response.enabled:
+        method = APPROXIMATED
+        approximated.append("price")
+    return ("price", "-20%", "+20%", lambda: run(p=price * 0.8), lambda: run(p=price * 1.2), method)
 
 
 def _success_factors(used: Scenario, policy: Policy, wtp, price: float) -> list[str]:

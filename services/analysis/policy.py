@@ -23,6 +23,9 @@ from smvm.merge import deep_merge
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parent / "policy" / "decision_policy.yaml"
 
+# Competitor provenances (Competitor.provenance) the gate's counted_provenances may name.
+PROVENANCES = ("imported", "learned", "synthetic")
+
 DIMENSIONS = (
     "market_opportunity",
     "wtp_validation",
@@ -96,6 +99,9 @@ def _validate(data: dict) -> None:
     go, pivot = float(data["bands"]["go"]), float(data["bands"]["pivot"])
     if not (0.0 <= pivot <= go <= 100.0):
         raise InvalidArgument("policy.bands", "need 0 <= pivot <= go <= 100")
+    counted = (data.get("gate") or {}).get("counted_provenances")
+    if not isinstance(counted, list) or not counted or any(p not in PROVENANCES for p in counted):
+        raise InvalidArgument("policy.gate.counted_provenances", f"must list one or more of {', '.join(PROVENANCES)}")
     if "general" not in (data.get("finance", {}).get("domains") or {}):
         raise InvalidArgument("policy.finance.domains", "a `general` domain is required")
 

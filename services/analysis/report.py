@@ -7,10 +7,7 @@ import json
 
 from google.protobuf import json_format
 
-
-def _money(x: float) -> str:
-    sign = "-" if x < 0 else ""
-    return f"{sign}${abs(x):,.0f}" if abs(x) >= 100 else f"{sign}${abs(x):,.2f}"
+from services.analysis.stats import money as _money
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -9,6 +9,12 @@ import numpy as np
 Z90 = 1.2815515655446004  # standard normal quantile at 0.90
 
 
+def money(x: float) -> str:
+    """USD for text: whole dollars from $100 up, cents below, the sign before the $."""
+    sign = "-" if x < 0 else ""
+    return f"{sign}${abs(x):,.0f}" if abs(x) >= 100 else f"{sign}${abs(x):,.2f}"
+
+
 def finite(x: float, default: float = 0.0) -> float:
     """`x` as a float when finite, else `default` (proto doubles must be finite)."""
     try:

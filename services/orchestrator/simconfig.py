@@ -10,7 +10,12 @@
 - The demand-curve price grid spans 0.25x to 3x the evaluated price, geometrically spaced.
 - The sensitivity tornado's market drivers are re-simulated beside the base run (same seed, common
   random numbers): Bass p and q -25 % / +25 %, churn +25 % / -25 %, competitor prices -20 % / +20 %
-  (when there are competitors); the analysis scores each swing.
+  (when there are competitors), and with competitive response on our price -20 % / +20 % (so the
+  competitors' re-pricing reacts to it); the analysis scores each swing.
+- So are the pivots' scenarios, on the same draws: feature parity (our coverage raised to the
+  competitors' mean on every feature where it is below; when there is such a gap) and a segment
+  focus on the segment most likely to accept our price (highest P(WTP >= price) under its lognormal
+  WTP; when there are two segments or more). The analysis states by how much each helps.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ SWINGS = (
     (simulation_pb2.SWING_DRIVER_CHURN, (1.25, 0.75)),
     (simulation_pb2.SWING_DRIVER_COMPETITOR_PRICES, (0.8, 1.2)),
 )
+# Our price's swing (the tornado's "price"), re-simulated only with competitive response on: without
+# it the analysis re-prices the same paths exactly at grid prices (decide.sensitivity).
+OUR_PRICE_FACTORS = (0.8, 1.2)
 
 DEFAULTS = {
     "simulation_iterations": 1000,
@@ -139,14 +147,50 @@ def build_simulation_config(
         max_utility_evaluations=max_utility_evaluations,
         sample_limit=SAMPLE_LIMIT,
         chunk_iterations=CHUNK_ITERATIONS,
-        swings=default_swings(bool(landscape.competitors)),
     )
+    config.swings.extend(default_swings(config))
     return config
 
 
-def default_swings(with_competitors: bool) -> list[simulation_pb2.DriverSwing]:
-    return [simulation_pb2.DriverSwing(driver=driver, factor=f) for driver, factors in SWINGS for f in factors
-            if with_competitors or driver != simulation_pb2.SWING_DRIVER_COMPETITOR_PRICES]
+def default_swings(config: simulation_pb2.SimulationConfig) -> list[simulation_pb2.DriverSwing]:
+    """The tornado's swings and the pivots' scenarios the analysis scores (the module doc says which)."""
+    return tornado_swings(bool(config.competitors), config.competitive_response) + scenario_swings(config)
+
+
+def tornado_swings(with_competitors: bool, competitive_response: bool = False) -> list[simulation_pb2.DriverSwing]:
+    out = [simulation_pb2.DriverSwing(driver=driver, factor=f) for driver, factors in SWINGS for f in factors
+           if with_competitors or driver != simulation_pb2.SWING_DRIVER_COMPETITOR_PRICES]
+    if competitive_response and with_competitors:
+        out += [simulation_pb2.DriverSwing(driver=simulation_pb2.SWING_DRIVER_OUR_PRICE, factor=f) for f in OUR_PRICE_FACTORS]
+    return out
+
+
+def scenario_swings(config: simulation_pb2.SimulationConfig) -> list[simulation_pb2.DriverSwing]:
+    """Feature parity when we trail the competitors' mean on some feature; a segment focus on
+    `focus_segment` when there are two segments or more."""
+    out = []
+    if config.competitors and config.our_offering.features:
+        mean = np.mean([list(c.features) for c in config.competitors], axis=0)
+        if np.any(mean > np.asarray(config.our_offering.features)):
+            out.append(simulation_pb2.DriverSwing(driver=simulation_pb2.SWING_DRIVER_FEATURE_PARITY, factor=1.0))
+    segment = focus_segment(config)
+    if segment is not None:
+        out.append(simulation_pb2.DriverSwing(driver=simulation_pb2.SWING_DRIVER_SEGMENT_FOCUS, factor=1.0, segment=segment))
+    return out
+
+
+def focus_segment(config: simulation_pb2.SimulationConfig) -> int | None:
+    """The segment most likely to accept our price: highest P(WTP >= price) under its lognormal
+    WTP (median, log-sd), ties to the larger weight; None with fewer than two weighted segments."""
+    price = config.our_offering.monthly_price_usd
+    candidates = [(i, s) for i, s in enumerate(config.segments) if s.weight > 0 and s.wtp_median_usd > 0]
+    if len(candidates) < 2 or price <= 0:
+        return None
+
+    from services.analysis.stats import lognormal_survival  # plain numbers: no analysis service imported
+
+    return max(candidates, key=lambda c: (lognormal_survival(price, c[1].wtp_median_usd, c[1].wtp_sigma),
+                                          c[1].weight, -c[0]))[0]
 
 
 def customers_per_iteration(config: simulation_pb2.SimulationConfig) -> int:

@@ -10,16 +10,20 @@ Per Monte Carlo iteration and customer (coefficients freshly drawn):
 - with competitive response (and at least one competitor): each competitor's utility again in
   months 2..T, after prices may have changed, (T - 1) x (J - 1) evaluations.
 
-Each sensitivity swing (config.swings) that re-runs the kernel (competitor prices; every driver
-with competitive response) re-runs, with its driver moved, the whole chunks that hold the
-iterations returned as samples (a chunk's draws depend on its size, so it cannot be cut short):
-the same evaluations per iteration again for those chunks' iterations. A Bass p, q or churn swing
-without competitive response re-runs only the adoption recurrence and evaluates no utility.
+Each sensitivity swing (config.swings) that re-runs the kernel (competitor prices, our price,
+the feature-parity and segment-focus scenarios; every driver with competitive response) re-runs,
+with its driver moved, the whole chunks that hold the iterations returned as samples (a chunk's
+draws depend on its size, so it cannot be cut short): the same evaluations per iteration again for
+those chunks' iterations (a segment focus has the same offerings and grid, so the same count). A
+Bass p, q or churn swing without competitive response re-runs only the adoption recurrence and
+evaluates no utility.
 """
 
 from __future__ import annotations
 
-SWING_DRIVER_COMPETITOR_PRICES = 4  # smvm.v1.SwingDriver (no protobuf import here)
+# smvm.v1.SwingDriver values (no protobuf import here) of the swings that move choice shares:
+# competitor prices, our price, feature parity, segment focus.
+KERNEL_DRIVERS = frozenset({4, 5, 6, 7})
 
 DEFAULT_CUSTOMERS_PER_ITERATION = 64
 DEFAULT_CHUNK_ITERATIONS = 256
@@ -48,7 +52,7 @@ def swing_iterations(config) -> int:
 
 def reruns_kernel(driver: int, competitive_response: bool) -> bool:
     """Whether a swing re-runs the whole kernel (engine/swings.py says why)."""
-    return bool(competitive_response) or driver == SWING_DRIVER_COMPETITOR_PRICES
+    return bool(competitive_response) or driver in KERNEL_DRIVERS
 
 
 def swing_rerun_iterations(config) -> int:

@@ -15,7 +15,7 @@ from smvm.v1 import simulation_pb2
 
 from services.simulation import budget
 from services.simulation.engine import runner, swings
-from services.simulation.spec import NONE_OPTION, TASTE_SD_PER_WTP_SIGMA, SimSpec
+from services.simulation.spec import NONE_OPTION, TASTE_SD_PER_WTP_SIGMA, SimSpec, Swing
 
 MAX_MONTHS = 600
 MAX_CUSTOMERS = 100_000
@@ -80,7 +80,7 @@ def spec_from_proto(config: simulation_pb2.SimulationConfig) -> SimSpec:
 
     if not config.segments:
         raise InvalidArgument("config.segments", "at least one segment is required")
-    weights, wtp_median, wtp_sigma, beta, brand_aff, importance, innovation, imitation = ([] for _ in range(8))
+    weights, wtp_median, wtp_sigma, beta, brand_aff, importance, innovation, imitation, churn = ([] for _ in range(9))
     for i, seg in enumerate(config.segments):
         f = f"config.segments[{i}]"
         weights.append(_at_least(f"{f}.weight", seg.weight, 0.0))
@@ -96,7 +96,7 @@ def spec_from_proto(config: simulation_pb2.SimulationConfig) -> SimSpec:
         brand_aff.append(_finite(f"{f}.brand_affinity", seg.brand_affinity))
         innovation.append(_at_least(f"{f}.innovation", seg.innovation, 0.0) or 1.0)  # 0 = unset = the prior
         imitation.append(_at_least(f"{f}.imitation", seg.imitation, 0.0) or 1.0)
-        _between(f"{f}.churn_monthly", seg.churn_monthly, 0.0, 1.0)
+        churn.append(_between(f"{f}.churn_monthly", seg.churn_monthly, 0.0, 1.0))
     w = np.array(weights)
     if w.sum() <= 0:
         raise InvalidArgument("config.segments", "segment weights must sum to more than 0")
@@ -156,25 +156,42 @@ def spec_from_proto(config: simulation_pb2.SimulationConfig) -> SimSpec:
         price_grid=c(grid, dtype=np.float64),
         market=c(market, dtype=np.float64),
         swings=driver_swings,
+        seg_weight=c(w, dtype=np.float64),
+        seg_innovation=c(innovation, dtype=np.float64),
+        seg_imitation=c(imitation, dtype=np.float64),
+        seg_churn=c(churn, dtype=np.float64),
     )
     return spec
 
 
-def _swings(config: simulation_pb2.SimulationConfig) -> list[tuple[int, float]]:
+def _swings(config: simulation_pb2.SimulationConfig) -> list[Swing]:
     if len(config.swings) > MAX_SWINGS:
         raise InvalidArgument("config.swings", f"at most {MAX_SWINGS} swings")
     if config.swings and config.sample_limit < 1:
         raise InvalidArgument("config.sample_limit", "swings are run for the sampled iterations: sample_limit must be >= 1")
     out = []
     for i, sw in enumerate(config.swings):
+        field = f"config.swings[{i}]"
         if sw.driver not in swings.DRIVERS:
-            raise InvalidArgument(f"config.swings[{i}].driver", "must name a driver (SWING_DRIVER_BASS_P, ...)")
-        if sw.driver == simulation_pb2.SWING_DRIVER_COMPETITOR_PRICES and not config.competitors:
-            raise InvalidArgument(f"config.swings[{i}].driver", "a competitor-price swing needs at least one competitor")
-        factor = _finite(f"config.swings[{i}].factor", sw.factor)
-        if not 0.0 < factor <= MAX_SWING_FACTOR:
-            raise InvalidArgument(f"config.swings[{i}].factor", f"must be in (0, {MAX_SWING_FACTOR:g}]")
-        out.append((int(sw.driver), factor))
+            raise InvalidArgument(f"{field}.driver", "must name a driver (SWING_DRIVER_BASS_P, ...)")
+        if sw.driver in swings.NEEDS_COMPETITORS and not config.competitors:
+            raise InvalidArgument(f"{field}.driver", f"a {swings.DRIVERS[sw.driver]} swing needs at least one competitor")
+        if sw.driver == simulation_pb2.SWING_DRIVER_OUR_PRICE and config.our_offering.monthly_price_usd <= 0:
+            raise InvalidArgument(f"{field}.driver", "an our-price swing needs config.our_offering.monthly_price_usd > 0")
+        factor = _finite(f"{field}.factor", sw.factor)
+        high = {simulation_pb2.SWING_DRIVER_FEATURE_PARITY: 1.0}.get(sw.driver, MAX_SWING_FACTOR)
+        if not 0.0 < factor <= high:
+            raise InvalidArgument(f"{field}.factor", f"must be in (0, {high:g}]")
+        if sw.driver == simulation_pb2.SWING_DRIVER_SEGMENT_FOCUS:
+            if factor != 1.0:
+                raise InvalidArgument(f"{field}.factor", "a segment focus takes factor 1")
+            if not 0 <= sw.segment < len(config.segments):
+                raise InvalidArgument(f"{field}.segment", f"must index config.segments [0, {len(config.segments)})")
+            if config.segments[sw.segment].weight <= 0:
+                raise InvalidArgument(f"{field}.segment", "the segment's weight must be > 0")
+        elif sw.segment:
+            raise InvalidArgument(f"{field}.segment", "only a segment-focus swing names a segment")
+        out.append(Swing(int(sw.driver), factor, int(sw.segment)))
     return out
 
 
@@ -187,6 +204,7 @@ def _sample_to_proto(s: runner.Sample) -> simulation_pb2.IterationSample:
         iteration=s.iteration, market_size=s.market_size, bass_p=s.bass_p, bass_q=s.bass_q, churn=s.churn,
         price_scale=s.price_scale, monthly_customers=s.monthly_customers.tolist(),
         monthly_revenue_usd=s.monthly_revenue.tolist(), demand_share=s.demand_share.tolist(),
+        final_share=s.final_share.tolist(),
     )
 
 
@@ -194,6 +212,7 @@ def _sample_from_proto(s: simulation_pb2.IterationSample) -> runner.Sample:
     return runner.Sample(
         s.iteration, s.market_size, s.bass_p, s.bass_q, s.churn, s.price_scale,
         np.array(s.monthly_customers), np.array(s.monthly_revenue_usd), np.array(s.demand_share),
+        np.array(s.final_share),
     )
 
 
@@ -206,7 +225,7 @@ def _f64(array: np.ndarray | None) -> bytes:
 
 def _swing_to_proto(part: swings.SwingPart) -> simulation_pb2.SwingPaths:
     return simulation_pb2.SwingPaths(
-        swing=simulation_pb2.DriverSwing(driver=part.driver, factor=part.factor),
+        swing=simulation_pb2.DriverSwing(driver=part.driver, factor=part.factor, segment=part.segment),
         first_iteration=part.first_iteration, iterations=part.iterations, months=part.customers.shape[1],
         monthly_customers_f64=_f64(part.customers), churn_f64=_f64(part.churn), demand_share_f64=_f64(part.demand),
         final_share_f64=_f64(part.final_share), utility_evaluations=part.utility_evaluations,
@@ -231,7 +250,8 @@ def _swing_from_proto(paths: simulation_pb2.SwingPaths, field: str) -> swings.Sw
     if customers.shape[1] != paths.months:
         raise InvalidArgument(f"{field}.monthly_customers_f64", f"must hold {paths.iterations} x {paths.months} values")
     return swings.SwingPart(
-        driver=paths.swing.driver, factor=paths.swing.factor, first_iteration=paths.first_iteration,
+        driver=paths.swing.driver, factor=paths.swing.factor, segment=paths.swing.segment,
+        first_iteration=paths.first_iteration,
         iterations=paths.iterations, customers=customers, churn=swing_rows(paths, "churn_f64", field).ravel(),
         demand=swing_rows(paths, "demand_share_f64", field) if paths.demand_share_f64 else None,
         final_share=swing_rows(paths, "final_share_f64", field),

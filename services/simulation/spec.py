@@ -6,6 +6,7 @@ Built only by `convert.spec_from_proto`, which validates first; the engine trust
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,6 +20,14 @@ TASTE_SD_PER_WTP_SIGMA = 0.5
 
 # Offering names as reported; the outside option is the last offering share.
 NONE_OPTION = "none"
+
+
+class Swing(NamedTuple):
+    """One config swing: SwingDriver value, factor, and the segment index of a segment focus."""
+
+    driver: int
+    factor: float
+    segment: int = 0
 
 
 @dataclass
@@ -47,8 +56,15 @@ class SimSpec:
     price_grid: np.ndarray  # (G,) strictly increasing
     # [low, high, p_mean, p_sd, q_mean, q_sd, churn_mean, churn_sd, scale_sd, reprice_step]
     market: np.ndarray = field(default_factory=lambda: np.zeros(10))
-    # Sensitivity swings: (SwingDriver value, factor), re-simulated for the sampled chunks.
-    swings: list[tuple[int, float]] = field(default_factory=list)
+    # Sensitivity swings, re-simulated for the sampled chunks.
+    swings: list[Swing] = field(default_factory=list)
+    # What a segment-focus swing needs besides the segment's own arrays: normalised weights and the
+    # segments' innovation / imitation multipliers and churn (the priors above are their weighted
+    # means' multiples).
+    seg_weight: np.ndarray = field(default_factory=lambda: np.ones(1))
+    seg_innovation: np.ndarray = field(default_factory=lambda: np.ones(1))
+    seg_imitation: np.ndarray = field(default_factory=lambda: np.ones(1))
+    seg_churn: np.ndarray = field(default_factory=lambda: np.zeros(1))
 
     @property
     def n_offerings(self) -> int:
@@ -87,7 +103,7 @@ class SimSpec:
 
     def planned_utility_evaluations(self) -> int:
         swing_iterations = min(self.iterations, self.swing_chunks * self.chunk_iterations)
-        reruns = sum(1 for driver, _ in self.swings if budget.reruns_kernel(driver, self.competitive_response))
+        reruns = sum(1 for swing in self.swings if budget.reruns_kernel(swing.driver, self.competitive_response))
         return (self.iterations + reruns * swing_iterations) * self.evaluations_per_iteration()
 
     def check_budget(self) -> None:

@@ -61,7 +61,7 @@ def make_request(a=0.5, b=0.01, price=20.0, market_size=50_000.0, n=60, months=3
     req.our_offering.name = "ours"
     req.our_offering.monthly_price_usd = price
     for i in range(competitors):
-        req.competitors.add(name=f"rival{i}", monthly_price_usd=competitor_price or price)
+        req.competitors.add(name=f"rival{i}", monthly_price_usd=competitor_price or price, provenance="imported")
     if bias_passed is not None:
         req.bias_report.CopyFrom(market_pb2.BiasReport(passed=bias_passed))
     return req
@@ -83,7 +83,7 @@ def test_clearly_great_market_is_go_and_gate_proceeds():
     assert d.confidence > 0.5
     assert d.financials.probability_npv_positive > 0.9
     assert len(d.criteria) == 7 and not any(c.neutral for c in d.criteria)
-    assert d.policy_version.startswith("1.1.0+")
+    assert d.policy_version.startswith("1.2.0+")
 
 
 def test_no_demand_is_kill_and_gate_rejects():

@@ -234,7 +234,9 @@ def test_offer_dominating_every_attribute_at_a_lower_price_is_go():
     assert next(r for r in d.risks if r.category == "competitive").level == "low"
 
 
-def test_positioning_and_segment_pivots_say_how_much_they_help():
+def test_without_simulated_scenarios_the_pivots_fall_back_to_the_matrix_and_wtp_and_say_so():
+    """A hand-built simulation output carries no feature-parity or segment-focus scenario
+    (test_pivots.py has the simulated ones): the earlier evidence, labelled not simulated."""
     from smvm.v1 import market_pb2
     req = make_request(competitors=5, competitor_price=20.0)
     for c in req.competitors:
@@ -250,6 +252,7 @@ def test_positioning_and_segment_pivots_say_how_much_they_help():
     assert after > d.composite_score
     segment = next(s for s in d.pivot_suggestions if s.startswith("segment:"))
     assert "'power users'" in segment and "market-wide" in segment
+    assert "not simulated" in positioning and "not simulated" in segment
 
 
 @settings(max_examples=40, deadline=None)

@@ -62,7 +62,7 @@ def _by_driver(decision) -> dict[str, decision_pb2.SensitivitySwing]:
 
 async def test_the_decision_tornado_comes_from_re_simulation(resimulated):
     """Through the analysis servicer: the market drivers are marked re-simulated, nothing approximated."""
-    assert len(resimulated.simulation_config.swings) == 8 and len(resimulated.simulation.swings) == 8
+    assert len(resimulated.simulation_config.swings) == 10 and len(resimulated.simulation.swings) == 10  # 8 + 2 pivot scenarios
     response = await AnalysisServicer().Analyze(resimulated, None)
     d = response.decision
     swings = _by_driver(d)
@@ -76,14 +76,19 @@ async def test_the_decision_tornado_comes_from_re_simulation(resimulated):
     assert "re-simulated" in response.report_markdown
 
 
-async def test_swings_at_factor_one_score_exactly_like_the_base():
-    """Common random numbers end to end: unswung re-simulations give the base NPV and composite."""
+@pytest.mark.parametrize("iterations, sample_limit", [(200, 1000), (600, 150)])
+async def test_swings_at_factor_one_score_exactly_like_the_base(iterations, sample_limit):
+    """Common random numbers end to end: unswung re-simulations give the base NPV and composite, also
+    when the run has more iterations than it samples (the swings cover only the sampled ones, and the
+    competitor shares are compared like for like: without that the composites differ)."""
     drivers = [simulation_pb2.SWING_DRIVER_BASS_P, simulation_pb2.SWING_DRIVER_BASS_Q,
-               simulation_pb2.SWING_DRIVER_CHURN, simulation_pb2.SWING_DRIVER_COMPETITOR_PRICES]
+               simulation_pb2.SWING_DRIVER_CHURN, simulation_pb2.SWING_DRIVER_COMPETITOR_PRICES,
+               simulation_pb2.SWING_DRIVER_OUR_PRICE]
     config, personas, landscape = _config([simulation_pb2.DriverSwing(driver=d, factor=1.0) for d in drivers])
+    config.iterations, config.sample_limit = iterations, sample_limit
     d = analyze(_request(config, personas, landscape, await _simulate(config)), render_documents=False).decision
     swings = _by_driver(d)
-    for name in RESIMULATED_DRIVERS:
+    for name in RESIMULATED_DRIVERS | {"price"}:
         s = swings[name]
         assert s.method == "re-simulated"
         assert s.npv_low_usd == pytest.approx(d.financials.npv_p50_usd, rel=1e-9), name
@@ -129,3 +134,33 @@ def test_misaligned_swing_paths_are_not_used(resimulated):
     churn[0].monthly_customers_f64 = churn[0].monthly_customers_f64[:-40]  # truncated: cannot line up with the samples
     swings = _by_driver(analyze(bad, render_documents=False).decision)
     assert swings["churn"].method == "approximated" and swings["Bass p (innovation)"].method == "re-simulated"
+
+
+@pytest.fixture(scope="module")
+async def responding():
+    """The orchestrator's config with competitive response on: it asks for our-price swings too."""
+    config, personas, landscape = _config()
+    config.competitive_response = True
+    del config.swings[:]
+    config.swings.extend(simconfig.default_swings(config))
+    return _request(config, personas, landscape, await _simulate(config))
+
+
+def test_with_competitive_response_the_price_swing_is_re_simulated(responding):
+    assert [(s.driver, s.factor) for s in responding.simulation_config.swings if s.driver == simulation_pb2.SWING_DRIVER_OUR_PRICE] == [
+        (simulation_pb2.SWING_DRIVER_OUR_PRICE, 0.8), (simulation_pb2.SWING_DRIVER_OUR_PRICE, 1.2)]
+    d = analyze(responding, render_documents=False).decision
+    price = _by_driver(d)["price"]
+    assert (price.method, price.low_label, price.high_label) == ("re-simulated", "-20%", "+20%")
+    assert not any("approximated" in w for w in d.warnings)
+    # Without the our-price swings the same output can only re-price the paths, which leaves the
+    # competitors' reaction out: labelled approximated, and not what the simulator says.
+    old = analysis_service_pb2.AnalyzeRequest()
+    old.CopyFrom(responding)
+    kept = [s for s in old.simulation.swings if s.swing.driver != simulation_pb2.SWING_DRIVER_OUR_PRICE]
+    del old.simulation.swings[:]
+    old.simulation.swings.extend(kept)
+    approximated = analyze(old, render_documents=False).decision
+    repriced = _by_driver(approximated)["price"]
+    assert repriced.method == "approximated" and any("price" in w and "approximated" in w for w in approximated.warnings)
+    assert repriced.npv_low_usd != pytest.approx(price.npv_low_usd, rel=1e-6)

@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.conftest import TOKEN
+
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "grounding"
 EXAMPLE = json.loads((REPO / "examples" / "idea.json").read_text())
@@ -71,6 +73,33 @@ def test_a_run_grounded_in_imports(mesh, client):
     assert "jane.doe@example.com" not in text and "jane@acme.example" not in text
     personas_out = json.loads((run_dirs[0] / "outputs" / "personas.output.json").read_text())
     assert personas_out.get("calibration", {}).get("calibrated") is True, list(personas_out)
+
+
+def test_the_demo_imports_its_competitor_list_and_the_gate_counts_it(mesh, client):
+    """What `smvm demo examples/idea.json --import competitors=examples/competitors.csv` (make run) does,
+    through the same client code: the ten real apps are imported, referenced from the idea, and counted by
+    the T0+3 gate as identified competitors."""
+    from smvm import cli
+
+    demo = cli.Client(mesh.gateway_url, TOKEN)
+    payload = copy.deepcopy(EXAMPLE)
+    payload["run_id"] = f"RUN-DEMO-{uuid.uuid4().hex[:10]}"
+    for kind, path in [cli._import_arg(f"competitors={REPO / 'examples' / 'competitors.csv'}")]:
+        answer = demo.import_grounding(path, kind)
+        assert answer["report"]["rows_accepted"] == 10 and not answer["report"]["quality_warning"], answer
+        cli._reference_import(payload, answer["import_id"])
+    assert payload["business_idea"]["grounding_refs"] == [answer["import_id"]]
+    demo.submit(payload)
+    status = demo.wait(payload["run_id"], timeout_s=120, interval_s=0.1)
+    assert status["status"] == "DECISION_READY", status
+    results = demo.results(payload["run_id"])
+    assert {c["provenance"] for c in results["competitors"]} == {"imported"} and len(results["competitors"]) == 10
+    assert "YNAB (You Need A Budget)" in {c["name"] for c in results["competitors"]}
+    gate = results["decision"]["gate"]
+    criterion = next(c for c in gate["criteria"] if c["name"] == "top_5_competitors_identified")
+    assert criterion["passed"] and "10 imported, 0 learned, 0 synthetic; need 5" in criterion["evidence"], criterion
+    summary = cli._summarise(results)
+    assert f"Gate (T0+3): {gate['gate_decision']}" in summary and "top_5_competitors_identified: pass" in summary
 
 
 def test_a_poor_import_raises_quality_warning_lowers_confidence_and_overwatch_abstains(mesh, client):

@@ -196,6 +196,7 @@ class Sample:
     monthly_customers: np.ndarray
     monthly_revenue: np.ndarray
     demand_share: np.ndarray
+    final_share: np.ndarray  # (J + 1,) ours, competitors, none
 
 
 @dataclass
@@ -277,7 +278,7 @@ def _run_one(spec, rows: Rows, chunk: int, simulate, recurrence_swings: tuple[in
     market, customers, _, revenue, final_shares, _, base_share, demand, _, _ = out
     for local in range(min(end, spec.sample_limit) - first):
         samples.append(Sample(first + local, *map(float, market[local]), customers[local].copy(),
-                              revenue[local].copy(), demand[local].copy()))
+                              revenue[local].copy(), demand[local].copy(), final_shares[local].copy()))
     swung = []
     if first < spec.sampled_iterations:
         swung = [(s, swings.from_base(spec, s, first, market, base_share, final_shares)) for s in recurrence_swings]
@@ -329,7 +330,7 @@ def run_chunks(
     simulate = simulate or kernel.simulate
     rows = rows_for(spec)
     swing_range = range(chunk_start, min(chunk_start + chunk_count, spec.swing_chunks))
-    rerun = [s for s, (driver, _) in enumerate(spec.swings) if swings.reruns_kernel(driver, spec.competitive_response)]
+    rerun = [s for s, swing in enumerate(spec.swings) if swings.reruns_kernel(swing.driver, spec.competitive_response)]
     recurrence = tuple(s for s in range(len(spec.swings)) if s not in rerun)
     jobs = [(None, c) for c in range(chunk_start, chunk_start + chunk_count)]
     jobs += [(s, c) for s in rerun for c in swing_range]

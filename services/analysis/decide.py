@@ -292,7 +292,9 @@ def analyze(request: analysis_service_pb2.AnalyzeRequest, policy=None, render_do
         def score(s, comp, wtp=wtp, market_scale=1.0):
             return _scenario(price, s, request, pol, costs, wtp, comp, survey, market_scale)
 
-        pivot_suggestions += pivots.non_price_pivots(request, used, sim, price, wtp, pol, competition, our_name, score)
+        suggested, left_out = pivots.non_price_pivots(request, used, sim, price, wtp, pol, competition, our_name, score)
+        pivot_suggestions += suggested
+        warnings += left_out
 
     # value of information
     voi: list[DriverValue] = []

@@ -102,6 +102,8 @@ def _validate(data: dict) -> None:
     counted = (data.get("gate") or {}).get("counted_provenances")
     if not isinstance(counted, list) or not counted or any(p not in PROVENANCES for p in counted):
         raise InvalidArgument("policy.gate.counted_provenances", f"must list one or more of {', '.join(PROVENANCES)}")
+    if not isinstance((data.get("pivots") or {}).get("require_npv_not_lower"), bool):
+        raise InvalidArgument("policy.pivots.require_npv_not_lower", "must be true or false")
     if "general" not in (data.get("finance", {}).get("domains") or {}):
         raise InvalidArgument("policy.finance.domains", "a `general` domain is required")
 

@@ -83,7 +83,7 @@ def test_clearly_great_market_is_go_and_gate_proceeds():
     assert d.confidence > 0.5
     assert d.financials.probability_npv_positive > 0.9
     assert len(d.criteria) == 7 and not any(c.neutral for c in d.criteria)
-    assert d.policy_version.startswith("1.2.0+")
+    assert d.policy_version.startswith("1.3.0+")
 
 
 def test_no_demand_is_kill_and_gate_rejects():

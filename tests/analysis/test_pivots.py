@@ -79,11 +79,18 @@ def test_a_segment_focus_is_suggested_only_when_the_simulation_says_it_helps(mar
     assert _pivot(default, "segment") is None
 
     # A policy that weighs WTP fit far above the rest: the focus raises the composite, and the figures
-    # are those of the segment's re-simulated paths.
+    # are those of the segment's re-simulated paths. NPV P50 falls, so by the default pivot rule
+    # (pivots.require_npv_not_lower) it is left out, and a warning says what was considered and why.
     weights = {"market_opportunity": 0.02, "wtp_validation": 0.9, "competitive_position": 0.02,
                "technical_feasibility": 0.02, "financial_viability": 0.02, "risk": 0.01, "team_capability": 0.01}
-    d = analyze(market, policy={**PIVOT_BANDS, "weights": weights}, render_documents=False).decision
+    strict = analyze(market, policy={**PIVOT_BANDS, "weights": weights}, render_documents=False).decision
+    assert _pivot(strict, "segment") is None, strict.pivot_suggestions
+    left_out = [w for w in strict.warnings if w.startswith("pivot considered and not suggested, NPV P50 would fall: segment:")]
+    assert len(left_out) == 1
+    d = analyze(market, policy={**PIVOT_BANDS, "weights": weights, "pivots": {"require_npv_not_lower": False}},
+                render_documents=False).decision
     text = _pivot(d, "segment")
+    assert left_out[0].endswith(text) and not any(w.startswith("pivot considered") for w in d.warnings)
     assert text is not None and f"'{market.personas[focus.swing.segment].name}'" in text, d.pivot_suggestions
     assert "simulated on that segment alone" in text
     figures = _figures(text)
@@ -108,3 +115,13 @@ def test_without_the_scenarios_the_pivots_say_they_are_not_simulated(market):
     for kind in ("segment", "positioning"):
         text = _pivot(d, kind)
         assert text is not None and "not simulated" in text, (kind, d.pivot_suggestions)
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_the_pivot_npv_rule_must_be_a_boolean(bad):
+    from services.analysis.policy import load_policy
+    from smvm.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument) as err:
+        load_policy({"pivots": {"require_npv_not_lower": bad}})
+    assert err.value.field == "policy.pivots.require_npv_not_lower"

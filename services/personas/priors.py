@@ -231,12 +231,23 @@ def normalise_text(text: str) -> str:
     return _NON_ALNUM.sub(" ", (text or "").lower()).strip()
 
 
+# British -ise / -isation spellings folded onto the American -ize forms the priors mostly list
+# ("categorisation" -> "categorization"); folded on both sides of every match, so a word that only
+# exists with -ise ("enterprise") still matches itself.
+_BRITISH_SUFFIXES = (("isation", "ization"), ("ising", "izing"), ("ised", "ized"), ("iser", "izer"), ("ise", "ize"))
+
+
 def _fold(token: str) -> str:
-    """Plural folding for keyword matching ("budgets" -> "budget", "categories" -> "category")."""
+    """Plural and spelling folding for keyword matching ("budgets" -> "budget", "categories" ->
+    "category", "categorisations" -> "categorization")."""
     if len(token) > 4 and token.endswith("ies"):
-        return token[:-3] + "y"
-    if len(token) > 3 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
-        return token[:-1]
+        token = token[:-3] + "y"
+    elif len(token) > 3 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
+        token = token[:-1]
+    if len(token) > 5:
+        for british, american in _BRITISH_SUFFIXES:
+            if token.endswith(british):
+                return token[: -len(british)] + american
     return token
 
 
@@ -671,8 +682,14 @@ class FeatureMatch:
     score: float
 
 
+def _feature_stem(token: str) -> str:
+    """A feature's activity and its agent or object match ("coaching" ~ "coach", "budgeting" ~
+    "budget"): -ing is dropped from words long enough to keep a stem of four letters or more."""
+    return token[:-3] if len(token) >= 7 and token.endswith("ing") else token
+
+
 def _feature_key(text: str) -> tuple[str, ...]:
-    return tuple(t for t in _tokens(text) if t not in _STOP_WORDS)
+    return tuple(_feature_stem(t) for t in _tokens(text) if t not in _STOP_WORDS)
 
 
 @functools.lru_cache(maxsize=None)

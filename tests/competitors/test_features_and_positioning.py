@@ -14,10 +14,24 @@ def test_map_feature_exact_similarity_and_unmapped():
     assert (exact.feature, exact.method, exact.score) == ("integrations", "synonym", 1.0)
     assert map_feature(prior, "audit-logs").feature == "security_compliance"  # punctuation folded
     assert map_feature(prior, "integration").feature == "integrations"  # plural folded
-    similar = map_feature(prior, "reports")  # {report} vs "custom reports" -> Jaccard 1/2
+    assert map_feature(prior, "reports").method == "synonym"  # "reporting" itself: activity stem folded
+    similar = map_feature(prior, "weekly reports")  # {weekly, report} vs "reporting" {report} -> Jaccard 1/2
     assert (similar.feature, similar.method, similar.score) == ("reporting", "similarity", 0.5)
     nothing = map_feature(prior, "quantum widgets")
     assert nothing.feature is None and nothing.method == "unmapped"
+
+
+def test_british_spellings_and_activity_nouns_map_like_their_american_and_agent_forms():
+    """The example idea's own features: "automatic categorisation" is the prior's "automatic
+    categorization", "AI coaching" its "ai financial coach" (both were unmapped, so the positioning
+    pivot named expense tracking and financial advice as gaps the idea had)."""
+    prior = load_prior("finance")
+    assert (map_feature(prior, "automatic categorisation").feature, map_feature(prior, "automatic categorisation").method) == (
+        "expense_tracking", "synonym")
+    assert map_feature(prior, "Transaction Categorisations").feature == "expense_tracking"
+    coaching = map_feature(prior, "AI coaching")
+    assert (coaching.feature, coaching.method) == ("financial_advice", "similarity") and coaching.score == pytest.approx(2 / 3, abs=1e-6)
+    assert map_feature(prior, "quantum coaching").feature is None  # one shared stem in three is still too weak
 
 
 def test_partial_coverage_and_max_rule():

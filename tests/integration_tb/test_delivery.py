@@ -404,4 +404,3 @@ async def test_the_callback_barrier_delays_delivery_once_per_batch_not_per_messa
     assert max(received) - started < 2 * barrier_s
     for run in range(3):  # still in each run's order
         assert [u["step_name"] for u in double.state.updates_for(f"RUN-B-{run}")] == ["step0", "step1", "step2"]
-

@@ -38,6 +38,8 @@ from smvm.v1 import run_pb2
 
 ACTIVE_STATES = frozenset({run_pb2.RUN_STATE_INITIATED, run_pb2.RUN_STATE_RUNNING})
 MAX_OUTSTANDING_SYNCS = 64  # a stalled stream's unanswered syncs are forgotten, oldest first
+# The lookup outcomes' counters, bound once (GET /status counts one per request).
+_LOOKUPS = {outcome: metrics.STATUS_CACHE_LOOKUPS.labels(outcome) for outcome in ("hit", "miss", "stale", "written")}
 
 
 class Entry:
@@ -139,18 +141,18 @@ class StatusCache:
         """The entry to answer from, or None (the caller reads the run directly and `offer`s it)."""
         run_id = run_id_from(any_id)
         if not self.fresh():
-            metrics.STATUS_CACHE_LOOKUPS.labels("stale").inc()
+            _LOOKUPS["stale"].inc()
             return None
         written = self._written.get(run_id)
         if written is not None and written >= self.synced_at:
-            metrics.STATUS_CACHE_LOOKUPS.labels("written").inc()
+            _LOOKUPS["written"].inc()
             return None
         entry = self._entries.get(run_id)
         if entry is None:
-            metrics.STATUS_CACHE_LOOKUPS.labels("miss").inc()
+            _LOOKUPS["miss"].inc()
             return None
         self._entries.move_to_end(run_id)
-        metrics.STATUS_CACHE_LOOKUPS.labels("hit").inc()
+        _LOOKUPS["hit"].inc()
         return entry
 
     def read_token(self) -> int | None:

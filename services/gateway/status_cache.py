@@ -12,8 +12,8 @@ time t is answered from the cache only if the stream is live and t - s < L (the 
 sync, L = SMVM_STATUS_CACHE_STALENESS_MS); otherwise (no entry, stream down, not yet synced, too
 old) the route calls GetRunStatus and offers the answer here. So:
 
-- per gateway, answers never go backwards (entries only move forward; a direct read is answered
-  as the newer of itself and the entry);
+- per gateway, answers never go backwards (entries only move forward, and a direct read that is
+  kept is answered as the newer of itself and the entry a stream change may have made meanwhile);
 - an answer is never older than a change committed L before it: across gateway replicas, staleness
   is at most L; and since the callback dispatcher delivers a callback no earlier than L after its
   change committed, a client that got a callback never reads an older state from any gateway;
@@ -74,6 +74,7 @@ class StatusCache:
         self._syncs: collections.OrderedDict[int, float] = collections.OrderedDict()  # sync id -> sent at
         self._next_sync = 0
         self._written: collections.OrderedDict[str, float] = collections.OrderedDict()  # run_id -> written at
+        self._forgotten_writes = -math.inf  # the latest write dropped from _written while not yet synced
 
     # ------------------------------------------------------------------ the stream's side
     def stream_started(self) -> None:
@@ -143,8 +144,7 @@ class StatusCache:
         if not self.fresh():
             _LOOKUPS["stale"].inc()
             return None
-        written = self._written.get(run_id)
-        if written is not None and written >= self.synced_at:
+        if max(self._written.get(run_id, -math.inf), self._forgotten_writes) >= self.synced_at:
             _LOOKUPS["written"].inc()
             return None
         entry = self._entries.get(run_id)
@@ -171,8 +171,8 @@ class StatusCache:
         run_id = run_id_from(any_id)
         self._written.pop(run_id, None)
         self._written[run_id] = self.clock()
-        while len(self._written) > self.size:
-            self._written.popitem(last=False)
+        while len(self._written) > self.size:  # then every run waits for the sync that covers them all
+            self._forgotten_writes = max(self._forgotten_writes, self._written.popitem(last=False)[1])
 
     def _keep(self, status: run_pb2.RunStatus, change_seq: int) -> Entry:
         run_id = status.run_id

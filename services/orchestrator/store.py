@@ -13,11 +13,13 @@ and another replica (or the same one, restarted: the owner id is stable per host
 the run. A replica that lost a lease gets `LeaseLost` on its next write and stops driving the run.
 
 The runs row is a projection: `rebuild` recomputes it from the run's events alone (every event
-carries the fields it changed). Every committed change of a row takes the next number of one global
-sequence (`runs.change_seq`, from the one-row `run_change_seq` counter, as the transaction's last
-write): commit order is seq order, so `changes_since` lets a poller follow every replica's changes
-(services/orchestrator/run_watch.py) without ever skipping one. Stage outputs are keyed by (run, stage): a stage whose output is
+carries the fields it changed). Stage outputs are keyed by (run, stage): a stage whose output is
 committed is never called again for that run, which is what lets a restarted orchestrator resume.
+
+Every committed change of a row takes the next number of one global sequence (`runs.change_seq`,
+from the one-row `run_change_seq` counter, as the transaction's last write): commit order is seq
+order, so `changes_since` lets a poller follow every replica's changes (services/orchestrator/
+run_watch.py) without ever skipping one.
 """
 
 from __future__ import annotations

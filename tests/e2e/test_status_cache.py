@@ -15,7 +15,7 @@ import pytest
 
 from services.orchestrator.store import RunStore
 
-from .test_faults import TOKEN, payload, start_mesh, submit
+from .test_faults import client, payload, start_mesh, submit  # noqa: F401 (client: over this module's mesh)
 
 pytestmark = pytest.mark.e2e
 STATE_RANK = {"INITIATED": 0, "RUNNING": 1, "DECISION_READY": 2, "FAILED": 2, "TIMEOUT": 2, "COMPLETED": 3}
@@ -27,12 +27,6 @@ def mesh(tmp_path_factory):
     mesh = start_mesh(tmp_path_factory.mktemp("status-cache"), rate_limits="off")  # polled hard here
     yield mesh
     mesh.stop()
-
-
-@pytest.fixture(scope="module")
-def client(mesh):
-    with httpx.Client(base_url=mesh.gateway_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as c:
-        yield c
 
 
 def lookups(client: httpx.Client) -> dict[str, float]:

@@ -134,6 +134,22 @@ def test_a_write_through_the_gateway_misses_until_a_later_sync_is_answered():
     assert cache.lookup("RUN-1") is not None
 
 
+def test_more_writes_than_the_cache_holds_make_every_run_wait_for_the_covering_sync():
+    clock = Clock()
+    cache = StatusCache(2, L, clock)
+    cache.stream_started()
+    cache.apply_change(status("RUN-1", 1), 1)
+    before = cache.sync_sent()
+    clock.now += 0.01
+    for run_id in ("RUN-1", "RUN-2", "RUN-3"):  # RUN-1's write is the one no longer remembered by run
+        cache.wrote(run_id)
+    cache.sync_answered(before)
+    assert cache.lookup("RUN-1") is None
+    clock.now += 0.01
+    cache.sync_answered(cache.sync_sent())
+    assert cache.lookup("RUN-1").change_seq == 1
+
+
 def test_the_cache_is_bounded_least_recently_used_first():
     cache = StatusCache(2, L, Clock())
     cache.stream_started()

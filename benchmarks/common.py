@@ -45,14 +45,17 @@ def machine() -> str:
 
 
 def append_row(name: str, columns: dict[str, object]) -> Path:
-    """Append one dated row to benchmarks/results/<name>.tsv (header written on first use)."""
+    """Append one dated row to benchmarks/results/<name>.tsv. The header is written on first use,
+    and again before a row whose columns differ from the last header's (a benchmark that measures
+    more than it did), so every row sits under the header that names its columns."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.tsv"
     row = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine(), **columns}
-    new = not path.exists()
+    header = "\t".join(row)
+    headers = [line for line in path.read_text().splitlines() if line.startswith("date\t")] if path.exists() else []
     with path.open("a") as f:
-        if new:
-            f.write("\t".join(row) + "\n")
+        if not headers or headers[-1] != header:
+            f.write(header + "\n")
         f.write("\t".join(str(v) for v in row.values()) + "\n")
     return path
 

@@ -422,7 +422,8 @@ async def _bound_stream(iterator, principal: Principal | None, behalf: str):
         _acting_for.reset(behalf_token)
 
 
-class ServiceTokenClientInterceptor(aio.UnaryUnaryClientInterceptor, aio.UnaryStreamClientInterceptor):
+class ServiceTokenClientInterceptor(aio.UnaryUnaryClientInterceptor, aio.UnaryStreamClientInterceptor,
+                                    aio.StreamStreamClientInterceptor):
     """Send the mesh's service token (none in plaintext dev) and the end user acted for (for the
     audit trail) on every call."""
 
@@ -443,6 +444,9 @@ class ServiceTokenClientInterceptor(aio.UnaryUnaryClientInterceptor, aio.UnarySt
 
     async def intercept_unary_stream(self, continuation, client_call_details, request):
         return await continuation(self._with_token(client_call_details), request)
+
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return await continuation(self._with_token(client_call_details), request_iterator)
 
 
 def on_behalf_of() -> str:

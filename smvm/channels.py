@@ -81,8 +81,18 @@ class _UnaryStreamOnly(aio.UnaryStreamClientInterceptor):
         return await self.inner.intercept_unary_stream(continuation, client_call_details, request)
 
 
-def _for_both_kinds(interceptor) -> list:
-    return [interceptor, _UnaryStreamOnly(interceptor)]
+class _StreamStreamOnly(aio.StreamStreamClientInterceptor):
+    """The same for bidirectional calls (the gateway's run watch)."""
+
+    def __init__(self, inner: aio.StreamStreamClientInterceptor):
+        self.inner = inner
+
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return await self.inner.intercept_stream_stream(continuation, client_call_details, request_iterator)
+
+
+def _for_every_kind(interceptor) -> list:
+    return [interceptor, _UnaryStreamOnly(interceptor), _StreamStreamOnly(interceptor)]
 
 
 @dataclass(frozen=True)
@@ -100,9 +110,9 @@ class ClientSecurity:
 def open_channel(address: str, security: ClientSecurity | None = None) -> aio.Channel:
     """A channel with the standard options and interceptors: plaintext (loopback, the dev default)
     unless `security` carries TLS files; sending the service token when it has one."""
-    interceptors: list = _for_both_kinds(CorrelationClientInterceptor())
+    interceptors: list = _for_every_kind(CorrelationClientInterceptor())
     if security is not None:  # the service token when there is one, and the end user acted for
-        interceptors += _for_both_kinds(ServiceTokenClientInterceptor(security.service_token))
+        interceptors += _for_every_kind(ServiceTokenClientInterceptor(security.service_token))
     if security is not None and security.tls is not None:
         return aio.secure_channel(
             target_for(address), security.tls.channel_credentials(),

@@ -39,6 +39,7 @@ DEFAULT_ADDRS: dict[str, str] = {
 SERVICES = tuple(DEFAULT_ADDRS)
 
 PROFILES = ("dev", "test", "ci", "prod")
+STATUS_CACHE_DEFAULT_SIZE = 10_000
 
 
 def _profile() -> str:
@@ -171,6 +172,16 @@ class Settings(BaseSettings):
     rate_limits: str = Field(
         "", description="Per-token REST limits per minute: empty = the guide's, 'off', or overrides like 'status=5000,runs=200'"
     )
+    status_cache: str = Field(
+        "on", description="The gateway's GET /status cache fed by the orchestrator's run watch: on (10,000 runs), "
+        "off, or the number of runs it keeps (0 = off)"
+    )
+    status_cache_staleness_ms: int = Field(
+        250, ge=0, le=60_000,
+        description="L: a gateway answers GET /status from its cache only while it has synced with the orchestrator "
+        "within L, and callbacks are delivered no earlier than L after the dispatcher first sees them, so a client "
+        "that got a callback never reads an older state. Every gateway and orchestrator must share it; 0 = no cache",
+    )
     rate_limit_replicas: int = Field(
         1, ge=1, le=64,
         description="Gateway replicas that share each token's limits (the HPA's minReplicas): each enforces limit/N, rounded up",
@@ -183,6 +194,31 @@ class Settings(BaseSettings):
 
         limits_from_setting(value)  # ValueError names the part
         return value
+
+    @field_validator("status_cache")
+    @classmethod
+    def _valid_status_cache(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in ("on", "off") and not (value.isdigit() and int(value) <= 10_000_000):
+            raise ValueError(f"must be on, off or a number of runs (0-10000000), got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _barrier_fits_in_the_delivery_lease(self) -> "Settings":
+        # A claimed callback waits up to the staleness bound before its delivery (the callback
+        # barrier); past its lease another dispatcher could claim and send it too.
+        if self.status_cache_staleness_ms / 1000 >= self.webhook_lease_s:
+            raise ValueError(
+                f"status_cache_staleness_ms ({self.status_cache_staleness_ms}) must be under webhook_lease_s "
+                f"({self.webhook_lease_s} s): callbacks wait that long after they are claimed"
+            )
+        return self
+
+    def status_cache_size(self) -> int:
+        """Runs the gateway's status cache keeps (0 = off, also when the staleness bound is 0)."""
+        if self.status_cache_staleness_ms <= 0 or self.status_cache == "off":
+            return 0
+        return STATUS_CACHE_DEFAULT_SIZE if self.status_cache == "on" else int(self.status_cache)
 
     @model_validator(mode="after")
     def _breaker_opens_before_retries_run_out(self) -> "Settings":

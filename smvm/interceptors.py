@@ -170,7 +170,7 @@ def server_interceptors(fault_plan: "FaultPlan | None" = None) -> list[aio.Serve
 
 
 class CorrelationClientInterceptor(
-    aio.UnaryUnaryClientInterceptor, aio.UnaryStreamClientInterceptor
+    aio.UnaryUnaryClientInterceptor, aio.UnaryStreamClientInterceptor, aio.StreamStreamClientInterceptor
 ):
     """Add the current correlation id to every outgoing call that lacks one."""
 
@@ -189,3 +189,6 @@ class CorrelationClientInterceptor(
 
     async def intercept_unary_stream(self, continuation, client_call_details, request):
         return await continuation(self._with_id(client_call_details), request)
+
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return await continuation(self._with_id(client_call_details), request_iterator)

@@ -197,11 +197,13 @@ class Mesh:
                 raise MeshError(f"{key} not SERVING {timeout_s:.0f}s after restart")
             time.sleep(0.1)
 
-    def start_extra(self, key: str, module: str, address: str, timeout_s: float = 120.0) -> None:
+    def start_extra(self, key: str, module: str, address: str, timeout_s: float = 120.0,
+                    env_changes: dict[str, str] | None = None) -> None:
         """One more replica of a service (e.g. a second orchestrator, or a second gateway over the same
-        orchestrator) on `address`, until SERVING (a gateway: until its /readyz answers 200)."""
+        orchestrator) on `address`, with `env_changes` on top of its settings, until SERVING (a
+        gateway: until its /readyz answers 200)."""
         module_env = self._specs.get(module, (module, self._env()))[1]
-        self._spawn(key, module, dict(module_env, **{f"SMVM_{module.upper()}_ADDR": address}))
+        self._spawn(key, module, dict(module_env, **{f"SMVM_{module.upper()}_ADDR": address}, **(env_changes or {})))
         if module == "gateway":
             self._wait_gateway(key, address, timeout_s)
             return

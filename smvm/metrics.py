@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest, start_http_server
 
 log = logging.getLogger("smvm.metrics")
 
@@ -61,6 +61,23 @@ SERVICE_TOKENS_ACCEPTED = Counter(
     "once it stops rising everywhere the old token can be dropped)", ["token"],
 )
 ALERTS = Counter("smvm_alerts_total", "Alerts emitted to TractionBuild by type", ["alert_type"])
+STATUS_CACHE_LOOKUPS = Counter(
+    "smvm_status_cache_lookups_total",
+    "GET /status at the gateway by how its status cache answered: hit (from the cache), miss (run not cached), "
+    "stale (cache not synced within the staleness bound: stream down, syncs unanswered), written (a write through "
+    "this gateway not yet synced); all but hit made a GetRunStatus call", ["outcome"],
+)
+STATUS_CACHE_UPDATES = Counter(
+    "smvm_status_cache_updates_total",
+    "Run watch messages the gateway's status cache applied: change, progress, synced, started, lost (stream ended)",
+    ["kind"],
+)
+STATUS_CACHE_SYNC_AGE = Gauge(
+    "smvm_status_cache_sync_age_seconds",
+    "Time since the gateway sent the last sync the orchestrator has answered (+Inf when none since the stream "
+    "started); the cache answers only while this is under SMVM_STATUS_CACHE_STALENESS_MS",
+)
+STATUS_CACHE_ENTRIES = Gauge("smvm_status_cache_entries", "Runs in the gateway's status cache")
 
 
 def render() -> tuple[bytes, str]:

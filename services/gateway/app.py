@@ -3,11 +3,13 @@
 Each route validates the body against a model derived from the proto, makes one gRPC call with the
 guide's per-endpoint timeout as its deadline and the request's correlation id as metadata, and
 answers the message as JSON (`jsonview`). No pipeline logic lives here; every decision about a run
-is the orchestrator's, and its status codes become HTTP codes in `errors`.
+is the orchestrator's, and its status codes become HTTP codes in `errors`. GET /status is answered
+from the status cache when it is fresh (`status_cache`, fed by `status_watch`), without a call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any, Awaitable, Callable, Optional
 
@@ -41,6 +43,8 @@ from services.gateway.jsonview import JsonBodies, json_to_message, message_to_js
 from services.gateway.middleware import GatewayMiddleware
 from services.gateway.ratelimit import RateLimiter, limits_from_setting
 from services.gateway.schema import request_model, response_model
+from services.gateway.status_cache import StatusCache
+from services.gateway.status_watch import StatusWatch
 
 IDEMPOTENCY_KEY_DOC = (
     "Optional, 1-255 characters. Retries of the same request with the same key (from the same token) get the "
@@ -144,6 +148,8 @@ def create_app(
     channels belong to the caller (with a `channel` but no `audit_channel`, denials are only logged).
     `rate_limits_per_minute` overrides the guide's limits (an empty dict disables them)."""
     security = ClientSecurity.from_settings(settings)
+    staleness_s = settings.status_cache_staleness_ms / 1000
+    status_cache = StatusCache(settings.status_cache_size(), staleness_s) if settings.status_cache_size() else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -154,10 +160,18 @@ def create_app(
         app.state.upstream = upstream
         app.state.audit = access.AuditSink(audit_to)
         app.state.overwatch = ogrpc.OverwatchServiceStub(audit_to) if audit_to is not None else None
+        watching = None
+        if status_cache is not None:
+            app.state.status_watch = StatusWatch(upstream.channel, status_cache, sync_interval_s=staleness_s / 4)
+            metrics.STATUS_CACHE_SYNC_AGE.set_function(status_cache.sync_age)
+            watching = asyncio.create_task(app.state.status_watch.run(), name="status-watch")
         try:
             yield
         finally:
             upstream.draining = True
+            if watching is not None:
+                watching.cancel()
+                await asyncio.gather(watching, return_exceptions=True)
             await app.state.audit.drain()
             if own:
                 await upstream.channel.close()
@@ -196,9 +210,18 @@ def create_app(
     )
 
     status_bodies = JsonBodies()  # GET /status bodies by status content (jsonview.JsonBodies says why)
+    app.state.status_cache = status_cache
+    app.state.status_watch = None
 
     def upstream_of(request: Request) -> Upstream:
         return request.app.state.upstream
+
+    def wrote(run_id: str | None) -> None:
+        """A write to `run_id` went (or may have gone) through: its next read must see it."""
+        if status_cache is not None and run_id:
+            status_cache.wrote(run_id)
+            if app.state.status_watch is not None:
+                app.state.status_watch.sync_soon()
 
     # ------------------------------------------------------------------ probes (no auth)
     @app.get("/healthz", tags=["probes"], summary="Liveness: the gateway process answers")
@@ -232,7 +255,12 @@ def create_app(
             message.idempotency_key = idempotency.check_key(idempotency_key)
             message.idempotency_scope = idempotency.scope_of(request)
         upstream = upstream_of(request)
-        answer: vpb.SubmitRunResponse = await upstream.call(upstream.validation.SubmitRun, message, "runs", request.state.run_id)
+        try:
+            answer: vpb.SubmitRunResponse = await upstream.call(upstream.validation.SubmitRun, message, "runs",
+                                                                request.state.run_id)
+        finally:
+            wrote(request.state.run_id)
+        wrote(answer.run_id)
         headers = {"Location": f"/api/v1/validation/{answer.run_id}/status"}
         if answer.replayed:
             headers["Idempotent-Replayed"] = "true"
@@ -320,10 +348,23 @@ def create_app(
     async def run_status(request: Request, run_id: str):
         run_id = _path_id(run_id)
         principal = access.require(request, auth.READ, run_id=run_id)
-        upstream = upstream_of(request)
-        answer = await upstream.call(upstream.validation.GetRunStatus, vpb.GetRunStatusRequest(run_id=run_id), "status", run_id)
-        access.check_run_scope(request, principal, run_id, answer.status.project_id)
-        return Response(status_bodies(answer.status), media_type="application/json")
+        if status_cache is None:
+            upstream = upstream_of(request)
+            answer = await upstream.call(upstream.validation.GetRunStatus, vpb.GetRunStatusRequest(run_id=run_id),
+                                         "status", run_id)
+            access.check_run_scope(request, principal, run_id, answer.status.project_id)
+            return Response(status_bodies(answer.status), media_type="application/json")
+        entry = status_cache.lookup(run_id)
+        if entry is None:
+            token = status_cache.read_token()
+            upstream = upstream_of(request)
+            answer = await upstream.call(upstream.validation.GetRunStatus, vpb.GetRunStatusRequest(run_id=run_id),
+                                         "status", run_id)
+            entry = status_cache.offer(answer.status, answer.change_seq, token)
+        access.check_run_scope(request, principal, run_id, entry.status.project_id)
+        if entry.body is None:
+            entry.body = status_bodies(entry.status)
+        return Response(entry.body, media_type="application/json")
 
     @app.get(
         "/api/v1/validation/{run_id}/results", tags=["validation"],
@@ -369,7 +410,10 @@ def create_app(
         message = json_to_message(_body_dict(body), vpb.CompleteRunRequest())
         message.run_id = run_id
         upstream = upstream_of(request)
-        answer = await upstream.call(upstream.validation.CompleteRun, message, "complete", run_id)
+        try:
+            answer = await upstream.call(upstream.validation.CompleteRun, message, "complete", run_id)
+        finally:
+            wrote(run_id)
         return JSONResponse(message_to_json(answer))
 
     complete_doc = dict(
@@ -396,7 +440,10 @@ def create_app(
         message = json_to_message(_body_dict(body), vpb.FinalizeRunRequest())
         message.run_id = run_id
         upstream = upstream_of(request)
-        answer = await upstream.call(upstream.validation.FinalizeRun, message, "finalize", run_id)
+        try:
+            answer = await upstream.call(upstream.validation.FinalizeRun, message, "finalize", run_id)
+        finally:
+            wrote(run_id)
         return JSONResponse(message_to_json(answer))
 
     # ------------------------------------------------------------------ operators: callbacks and the results sync

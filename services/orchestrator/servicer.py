@@ -26,6 +26,8 @@ from smvm.v1 import (
     ingestion_service_pb2,
     market_pb2,
     run_pb2,
+    run_watch_service_pb2 as wpb,
+    run_watch_service_pb2_grpc as wgrpc,
     simulation_pb2,
     validation_service_pb2 as vpb,
     validation_service_pb2_grpc as vgrpc,
@@ -37,6 +39,7 @@ from services.orchestrator.callbacks.service import Callbacks, DeliveryServicer
 from services.orchestrator.idempotency import IdempotencyKey
 from services.orchestrator.pipeline import Pipeline, RunContext, StageClients, to_dict
 from services.orchestrator.rundir import RunDirectory, iso, json_bytes, utcnow
+from services.orchestrator.run_watch import RunFeed, RunWatchServicer
 from services.orchestrator.status_view import StatusView
 from services.orchestrator.store import RunRecord, RunStore, parse_time
 
@@ -596,20 +599,25 @@ def build_host(settings: Settings, address: str | None = None) -> ServiceHost:
         clients = StageClients(settings)
         callbacks = Callbacks(settings, store, outbox=store.outbox)  # durable: the store's database
         servicer = ValidationServicer(settings, store, clients, callbacks)
+        feed = RunFeed(store, servicer.status_view).attach()
         servicer.recover()
-        holder.update(servicer=servicer, clients=clients, callbacks=callbacks)
+        holder.update(servicer=servicer, clients=clients, callbacks=callbacks, feed=feed)
         vgrpc.add_ValidationServiceServicer_to_server(servicer, server)
         dgrpc.add_DeliveryServiceServicer_to_server(DeliveryServicer(callbacks), server)
+        wgrpc.add_RunWatchServiceServicer_to_server(RunWatchServicer(feed), server)
         return [vpb.DESCRIPTOR.services_by_name["ValidationService"].full_name,
-                dpb.DESCRIPTOR.services_by_name["DeliveryService"].full_name]
+                dpb.DESCRIPTOR.services_by_name["DeliveryService"].full_name,
+                wpb.DESCRIPTOR.services_by_name["RunWatchService"].full_name]
 
     async def on_start() -> None:
+        holder["watch"] = asyncio.create_task(holder["feed"].run(), name="run-watch")
         await holder["callbacks"].start()
         holder["leases"] = asyncio.create_task(holder["servicer"].keep_leases(), name="leases")
         holder["keys"] = asyncio.create_task(holder["servicer"].purge_idempotency_keys(), name="idempotency-keys")
 
     async def on_stop() -> None:
-        for task in ("leases", "keys"):
+        holder["feed"].close()  # gateways stop answering from their caches now, not after the drain
+        for task in ("leases", "keys", "watch"):
             if task in holder:
                 holder[task].cancel()
         await holder["servicer"].shutdown()

@@ -6,7 +6,9 @@ parse its JSON into a RunRecord, resolve the run directory on disk (nine lstat c
 message field by field. Now one read fetches the record's JSON text; when that text and the live
 progress equal the ones the cached answer was built from, the cached answer is returned as it is.
 The comparison is on the exact stored text, so a change by any writer (another replica, a tool)
-is seen by the next read: the cache can save work but never answer with an older state.
+is seen by the next read: the cache can save work but never answer with an older state. Answers
+carry the record's change_seq (the store's global change sequence), which the gateways' status
+caches order states by; the run watch feed builds its changes here too (`answer`).
 """
 
 from __future__ import annotations
@@ -28,18 +30,22 @@ class StatusView:
         self.store = store
         self._build = build_status
         self._size = size
-        self._answers: collections.OrderedDict[str, tuple[tuple[str, float | None], vpb.GetRunStatusResponse]] = (
+        self._answers: collections.OrderedDict[str, tuple[tuple[str, int, float | None], vpb.GetRunStatusResponse]] = (
             collections.OrderedDict())
         self.hits = self.misses = 0
 
     def response(self, run_id: str) -> vpb.GetRunStatusResponse:
         """The GetRunStatus answer of `run_id` (a checked run id); NotFound when there is no such run.
         The answer may be shared between calls: callers must not modify it."""
-        text = self.store.record_text(run_id)
-        if text is None:
+        version = self.store.record_version(run_id)
+        if version is None:
             self._answers.pop(run_id, None)
             raise NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND")
-        key = (text, self.store.live_progress(run_id))
+        return self.answer(run_id, *version)
+
+    def answer(self, run_id: str, text: str, change_seq: int) -> vpb.GetRunStatusResponse:
+        """The answer for the stored version (`text`, `change_seq`) of a run's record, with its live progress."""
+        key = (text, change_seq, self.store.live_progress(run_id))
         cached = self._answers.get(run_id)
         if cached is not None and cached[0] == key:
             self._answers.move_to_end(run_id)
@@ -47,7 +53,8 @@ class StatusView:
             return cached[1]
         self.misses += 1
         record = self.store.with_live(RunRecord.from_row(json.loads(text)))
-        answer = vpb.GetRunStatusResponse(status=self._build(record, str(self.store.run_path(record))))
+        answer = vpb.GetRunStatusResponse(status=self._build(record, str(self.store.run_path(record))),
+                                          change_seq=change_seq)
         self._answers[run_id] = (key, answer)
         self._answers.move_to_end(run_id)
         while len(self._answers) > self._size:

@@ -15,6 +15,11 @@ the run. A replica that lost a lease gets `LeaseLost` on its next write and stop
 The runs row is a projection: `rebuild` recomputes it from the run's events alone (every event
 carries the fields it changed). Stage outputs are keyed by (run, stage): a stage whose output is
 committed is never called again for that run, which is what lets a restarted orchestrator resume.
+
+Every committed change of a row takes the next number of one global sequence (`runs.change_seq`,
+from the one-row `run_change_seq` counter, as the transaction's last write): commit order is seq
+order, so `changes_since` lets a poller follow every replica's changes (services/orchestrator/
+run_watch.py) without ever skipping one.
 """
 
 from __future__ import annotations
@@ -126,6 +131,9 @@ class RunStore:
         # Progress inside a stage changes many times a second: kept in memory, not in the database.
         self._live_progress: dict[str, float] = {}
         self._lock = asyncio.Lock()
+        # Told after every committed run change and every live progress step (the run watch feed).
+        self.on_change: Callable[[], None] | None = None
+        self.on_progress: Callable[[str, float], None] | None = None
 
     # ------------------------------------------------------------------ reading
     def load(self) -> list[RunRecord]:
@@ -171,11 +179,26 @@ class RunStore:
             record = self._row(tx, run_id)
         return self._with_live(record) if record else None
 
-    def record_text(self, run_id: str) -> str | None:
-        """The stored record of a run as its exact JSON text (None when there is no such run)."""
+    def record_version(self, run_id: str) -> tuple[str, int] | None:
+        """The stored record of a run as its exact JSON text, and the change_seq of that version
+        (None when there is no such run)."""
         with self.db.reading() as tx:
-            row = tx.one("SELECT record FROM runs WHERE run_id = ?", (run_id,))
-        return row[0] if row else None
+            row = tx.one("SELECT record, change_seq FROM runs WHERE run_id = ?", (run_id,))
+        return (row[0], int(row[1])) if row else None
+
+    def changes_since(self, change_seq: int, limit: int = 500) -> list[tuple[int, str, str]]:
+        """(change_seq, run_id, record text) of every run whose last committed change is numbered
+        after `change_seq`, in sequence order, at most `limit`."""
+        with self.db.reading() as tx:
+            rows = tx.all("SELECT change_seq, run_id, record FROM runs WHERE change_seq > ? ORDER BY change_seq LIMIT ?",
+                          (int(change_seq), int(limit)))
+        return [(int(seq), run_id, text) for seq, run_id, text in rows]
+
+    def last_change_seq(self) -> int:
+        """The number of the last committed run change (0 before any)."""
+        with self.db.reading() as tx:
+            row = tx.one("SELECT seq FROM run_change_seq WHERE id = 1")
+        return int(row[0]) if row else 0
 
     def live_progress(self, run_id: str) -> float | None:
         """Progress inside the current stage, when newer than the stored one (kept in memory only)."""
@@ -300,6 +323,7 @@ class RunStore:
             if idempotency_key is not None:
                 self.idempotency.insert(tx, idempotency_key, record.request_sha256, record.run_id,
                                         record.submit_response)
+        self._changed()
         self._mirror(record, rundir, event)
 
     def update(
@@ -344,18 +368,20 @@ class RunStore:
             body["changes"] = changes
             event = new_event(rundir, event_type, correlation_id=correlation.get() or record.correlation_id,
                               actor=actor, payload=body)
-            tx.execute(
-                "UPDATE runs SET state = ?, updated_at = ?, record = ? WHERE run_id = ?",
-                (record.state, record.updated_at, json.dumps(record.to_row()), run_id),
-            )
             self._insert_event(tx, event)
             if stage_output is not None:
                 self._insert_stage_output(tx, run_id, *stage_output)
             enqueue_in(tx, outbox(copy.deepcopy(record)) if callable(outbox) else outbox)
             if record.state not in ACTIVE:
                 tx.execute("DELETE FROM run_leases WHERE run_id = ?", (run_id,))
+            # Last, so the sequence counter's row lock is held only until the commit.
+            tx.execute(
+                "UPDATE runs SET state = ?, updated_at = ?, record = ?, change_seq = ? WHERE run_id = ?",
+                (record.state, record.updated_at, json.dumps(record.to_row()), self._next_change_seq(tx), run_id),
+            )
         if record.state not in ACTIVE:
             self._live_progress.pop(run_id, None)
+        self._changed()
         self._mirror(record, rundir, event)
         return self._with_live(record)
 
@@ -410,7 +436,10 @@ class RunStore:
     def set_progress(self, run_id: str, progress: float) -> None:
         """Progress inside a stage: kept in memory only (no event per tick)."""
         current = self._live_progress.get(run_id, 0.0)
-        self._live_progress[run_id] = max(current, min(1.0, progress))
+        value = max(current, min(1.0, progress))
+        self._live_progress[run_id] = value
+        if value > current and self.on_progress is not None:
+            self.on_progress(run_id, value)
 
     def rebuild(self, run_id: str) -> RunRecord:
         """Recompute the run's status row from its events alone, and store it."""
@@ -420,15 +449,27 @@ class RunStore:
         with self.db.transaction() as tx:
             tx.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
             self._insert_row(tx, record)
+        self._changed()
         return record
 
     # ------------------------------------------------------------------ internals
     @staticmethod
-    def _insert_row(tx: Transaction, record: RunRecord) -> None:
+    def _next_change_seq(tx: Transaction) -> int:
+        """The next number of the global change sequence, taken inside the changing transaction (on
+        PostgreSQL the counter's row stays locked until it commits, so numbers commit in order)."""
+        return int(tx.one("UPDATE run_change_seq SET seq = seq + 1 WHERE id = 1 RETURNING seq")[0])
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    @classmethod
+    def _insert_row(cls, tx: Transaction, record: RunRecord) -> None:
         tx.execute(
-            "INSERT INTO runs (run_id, project_id, state, created_at, updated_at, record) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (run_id, project_id, state, created_at, updated_at, record, change_seq) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (record.run_id, record.project_id, record.state, record.created_at, record.updated_at,
-             json.dumps(record.to_row())),
+             json.dumps(record.to_row()), cls._next_change_seq(tx)),
         )
 
     @staticmethod
@@ -486,6 +527,7 @@ class RunStore:
             with self.db.transaction() as tx:
                 self._insert_row(tx, record)
                 self._insert_event(tx, event)
+            self._changed()
             rundir.mirror_event(event)
 
 

@@ -315,6 +315,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at)",
         ),
     ),
+    Migration(
+        7,
+        "run change sequence: every committed change of a run record takes the next global number",
+        (
+            # runs.change_seq: the number of the run's last committed change (services/orchestrator/
+            # store.py takes it from run_change_seq in the changing transaction). The counter is one
+            # row, so on PostgreSQL its row lock orders writers until commit: commit order is seq
+            # order, and a reader of `change_seq > last ORDER BY change_seq` never skips a change.
+            "ALTER TABLE runs ADD COLUMN change_seq {bigint} NOT NULL DEFAULT 0",
+            # Existing rows are numbered in the order they last changed.
+            """UPDATE runs SET change_seq = ordered.n
+               FROM (SELECT run_id, ROW_NUMBER() OVER (ORDER BY updated_at, run_id) AS n FROM runs) AS ordered
+               WHERE runs.run_id = ordered.run_id""",
+            "CREATE UNIQUE INDEX runs_by_change_seq ON runs (change_seq)",
+            """CREATE TABLE run_change_seq (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                seq {bigint} NOT NULL
+            )""",
+            "INSERT INTO run_change_seq (id, seq) SELECT 1, COALESCE(MAX(change_seq), 0) FROM runs",
+        ),
+    ),
 )
 
 

@@ -5,6 +5,7 @@ breaker, URL checks, MemoryOutbox leases)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import random
 import re
@@ -375,3 +376,31 @@ async def test_whatever_the_receiver_answers_each_message_ends_delivered_once_or
     for messages in emitted.values():
         order = [m.event_id for m in messages if m.event_id in received]
         assert [e for e in received if e in set(order)] == order  # emission order kept per run
+
+
+async def test_the_callback_barrier_delays_delivery_once_per_batch_not_per_message(double):
+    """A message goes out no earlier than barrier_s after the dispatcher first claimed it (the gateways'
+    status-cache bound: a receiver's next GET /status then sees at least that state); the messages
+    claimed together wait once, whichever streams they are in."""
+    barrier_s = 1.0
+    d = Dispatcher(MemoryOutbox(), dataclasses.replace(FAST, barrier_s=barrier_s), [SECRET])
+    stop = asyncio.Event()
+    messages = [_update(f"RUN-B-{run}", double.callback_url, n) for run in range(3) for n in range(3)]
+    d.outbox.enqueue(messages)
+    started = time.time()
+    runner = asyncio.create_task(d.run(stop))
+    try:
+        deadline = time.monotonic() + 20
+        while not all(d.outbox.get(m.event_id).state == DELIVERED for m in messages):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await runner
+        await d.aclose()
+    received = [r["received_at"] for r in double.state.deliveries]
+    assert len(received) == 9 and min(received) >= started + barrier_s
+    # Waiting per message would take three barriers per stream; the batch waits one.
+    assert max(received) - started < 2 * barrier_s
+    for run in range(3):  # still in each run's order
+        assert [u["step_name"] for u in double.state.updates_for(f"RUN-B-{run}")] == ["step0", "step1", "step2"]

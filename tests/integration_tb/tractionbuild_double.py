@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -47,6 +48,12 @@ class TractionBuildState:
     delay_s: float = 0.0
     # Statuses to answer the next update requests with, in turn (after the signature check).
     fail_sequence: list[int] = field(default_factory=list)
+    # When set, every accepted update is followed at once by GET {read_back_url}/api/v1/validation/
+    # {run_id}/status (bearer read_back_token), as a client that acts on callbacks would; each
+    # (update payload, HTTP status, body) is kept in read_backs.
+    read_back_url: str = ""
+    read_back_token: str = ""
+    read_backs: list[tuple[dict, int, dict]] = field(default_factory=list)
 
     def updates_for(self, run_id: str) -> list[dict]:
         return [d["payload"] for d in self.deliveries if d["path"] == "update" and d["payload"]["run_id"] == run_id]
@@ -190,6 +197,11 @@ def build_app(state: TractionBuildState, secret: str) -> FastAPI:
         state.last_sequence[run_id] = payload.get("sequence", 0)
         if "decision" in payload:
             state.decisions[run_id] = payload["decision"]
+        if state.read_back_url:
+            async with httpx.AsyncClient(base_url=state.read_back_url, timeout=30,
+                                         headers={"Authorization": f"Bearer {state.read_back_token}"}) as client:
+                read = await client.get(f"/api/v1/validation/{run_id}/status")
+            state.read_backs.append((payload, read.status_code, read.json()))
         answer = await handle_validation_status_update(run_id, payload)
         if state.lose_ack_next > 0:
             state.lose_ack_next -= 1

@@ -434,3 +434,17 @@ def test_every_grpc_service_serves_metrics_to_monitoring_only(rendered, overlay)
     assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"smvm.io/monitoring": "true"}}}]
     selected = set(policy["spec"]["podSelector"]["matchExpressions"][0]["values"])
     assert selected == set(SERVICES) - {"gateway"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_gateways_and_orchestrators_share_one_status_cache_staleness_bound(rendered, overlay):
+    # A gateway caching longer than the orchestrators' callback barrier waits would let a client
+    # read a state older than a callback it received: the bound comes from the shared env map only.
+    objects = rendered[overlay]
+    assert int(env_map(objects)["SMVM_STATUS_CACHE_STALENESS_MS"]) > 0
+    deployments = by_kind(objects, "Deployment")
+    for name in ("gateway", "orchestrator"):
+        for container in all_containers(deployments[name]):
+            maps = [e["configMapRef"]["name"] for e in container.get("envFrom", []) if "configMapRef" in e]
+            assert any(m.startswith("smvm-env") for m in maps), name
+            assert "SMVM_STATUS_CACHE_STALENESS_MS" not in {e["name"] for e in container.get("env", [])}, name

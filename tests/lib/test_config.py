@@ -46,3 +46,22 @@ def test_child_environment_round_trips(monkeypatch):
     for key, value in s.env_for_children().items():
         monkeypatch.setenv(key, value)
     assert Settings() == s
+
+
+def test_status_cache_size_is_on_off_or_a_count_and_a_zero_staleness_bound_turns_it_off():
+    assert Settings(status_cache="on").status_cache_size() == 10_000
+    assert Settings(status_cache=" OFF ").status_cache_size() == 0
+    assert Settings(status_cache="0").status_cache_size() == 0
+    assert Settings(status_cache="500").status_cache_size() == 500
+    assert Settings(status_cache="on", status_cache_staleness_ms=0).status_cache_size() == 0
+    for bad in ("yes", "-1", "1e3"):
+        with pytest.raises(ValidationError, match="status_cache"):
+            Settings(status_cache=bad)
+
+
+def test_the_callback_barrier_must_fit_in_the_delivery_lease():
+    # A claimed callback waits the staleness bound before it is sent: past its lease another
+    # dispatcher would send it too.
+    with pytest.raises(ValidationError, match="status_cache_staleness_ms"):
+        Settings(status_cache_staleness_ms=1000, webhook_lease_s=1.0)
+    assert Settings(status_cache_staleness_ms=1000, webhook_lease_s=1.5).status_cache_staleness_ms == 1000

@@ -92,7 +92,8 @@ def test_a_payload_that_is_not_a_json_object_never_fails_the_run_stores_write(db
 def test_events_stored_before_migration_5_are_copied_once_when_it_runs(database_url, runs_dir):
     db = Database(database_url)
     try:
-        assert migrate(db, MIGRATIONS[:4]) == [1, 2, 3, 4]
+        # Up to 4, and the run change sequence today's RunStore writes (7), which 5 does not touch.
+        assert migrate(db, MIGRATIONS[:4] + tuple(m for m in MIGRATIONS if m.version == 7)) == [1, 2, 3, 4, 7]
         store = RunStore(runs_dir, db)
         _create(store, "RUN-OLD")
         store.update("RUN-OLD", "run.failed", state="FAILED", error="boom")

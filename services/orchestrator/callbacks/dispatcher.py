@@ -12,6 +12,14 @@ outage. While it is open no message's retry budget is spent: claimed
 messages wait for their lease to lapse, and a failed trial is charged to the breaker, not to the
 message. So an outage of the receiver loses nothing (its messages are delivered once the breaker
 closes), while a message the receiver keeps refusing (4xx) is dead-lettered after its retries.
+
+The callback barrier: a message is delivered no earlier than `barrier_s` after this dispatcher first
+saw it (claimed it), and it can only be claimed once its state change has committed. barrier_s is
+the gateways' status-cache staleness bound L (SMVM_STATUS_CACHE_STALENESS_MS): a gateway answers
+from its cache only while synced within L, so a client that reads GET /status after receiving a
+callback is answered a state at least as new as the callback's, by any gateway. Messages claimed
+together wait once, in their streams' own tasks: the barrier adds at most L of latency, not to the
+delivery rate.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from services.orchestrator.callbacks import signing
 log = logging.getLogger("smvm.callbacks")
 
 RESPONSE_KEEP_CHARS = 4096
+FIRST_SEEN_KEPT = 10_000
 _BACKOFF_STATUSES = (429, 503)
 
 
@@ -50,6 +59,7 @@ class DeliveryPolicy:
     max_retry_after_s: float = 3600.0
     poll_interval_s: float = 0.5
     batch_size: int = 32
+    barrier_s: float = 0.0  # the callback barrier (module docstring); the status cache's staleness bound
 
     @classmethod
     def from_settings(cls, settings) -> "DeliveryPolicy":
@@ -57,7 +67,7 @@ class DeliveryPolicy:
             backoff_base_s=settings.webhook_backoff_base_s, max_retries=settings.webhook_max_retries,
             timeout_s=settings.webhook_timeout_s, breaker_threshold=settings.webhook_breaker_threshold,
             breaker_cooldown_s=settings.webhook_breaker_cooldown_s, lease_s=settings.webhook_lease_s,
-            poll_interval_s=settings.webhook_poll_interval_s,
+            poll_interval_s=settings.webhook_poll_interval_s, barrier_s=settings.status_cache_staleness_ms / 1000,
         )
 
 
@@ -168,6 +178,7 @@ class Dispatcher:
         self._busy: set[tuple[str, str]] = set()
         self._backlog: dict[tuple[str, str], dict[str, OutboxMessage]] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._first_seen: dict[str, float] = {}  # event_id -> time.monotonic() of its first claim here
 
     def breaker(self, host: str) -> CircuitBreaker:
         """The host's breaker, starting from the state saved in the outbox (it survives restarts)."""
@@ -218,10 +229,28 @@ class Dispatcher:
         """Claim due messages, grouped by (run, url): one run's messages go in order, one at a time."""
         claimed = [m for m in self.outbox.claim_due(self.clock(), self.policy.batch_size, self.policy.lease_s)
                    if m.event_id not in self._in_flight]
+        self._saw(claimed)
         streams: dict[tuple[str, str], list[OutboxMessage]] = {}
         for message in claimed:
             streams.setdefault((message.run_id, message.url), []).append(message)
         return streams
+
+    def _saw(self, messages: list[OutboxMessage]) -> None:
+        now = time.monotonic()
+        if len(self._first_seen) > FIRST_SEEN_KEPT:  # messages another replica delivered: forget them
+            horizon = now - self.policy.barrier_s - self.policy.lease_s
+            self._first_seen = {k: v for k, v in self._first_seen.items() if v >= horizon}
+        for message in messages:
+            self._first_seen.setdefault(message.event_id, now)
+
+    async def _barrier(self, message: OutboxMessage) -> None:
+        """Wait until `barrier_s` has passed since this dispatcher first saw `message`."""
+        if self.policy.barrier_s <= 0:
+            return
+        seen = self._first_seen.setdefault(message.event_id, time.monotonic())
+        wait = seen + self.policy.barrier_s - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     def _dispatch(self, streams: dict[tuple[str, str], list[OutboxMessage]]) -> list[tuple[tuple[str, str], list]]:
         """Messages of a stream already being delivered join its backlog; the rest are new streams."""
@@ -290,9 +319,11 @@ class Dispatcher:
                 return attempted, True  # the oldest pending one is not ours to send now
             self._in_flight.add(message.event_id)
             try:
+                await self._barrier(message)
                 outcome = await self.deliver(message)
             finally:
                 self._in_flight.discard(message.event_id)
+                self._first_seen.pop(message.event_id, None)
             if outcome == "circuit_open":
                 return attempted, False
             attempted += 1

@@ -116,6 +116,15 @@ class RunDirectory:
         self.outputs.mkdir(parents=True, exist_ok=True)
         self.reports.mkdir(parents=True, exist_ok=True)
 
+    def remove_if_empty(self) -> None:
+        """Remove the directory `create` made, unless anything was written in it since (rmdir
+        refuses a directory that is not empty, so a concurrent writer's files are never lost)."""
+        for folder in (self.outputs, self.reports, self.path):
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+
     def exists(self) -> bool:
         return (self.path / "meta.json").exists()
 

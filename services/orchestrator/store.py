@@ -300,9 +300,25 @@ class RunStore:
         transaction: a run exists exactly when its INITIATED callback does. So does the run's
         `idempotency_key`, standing for the request's digest and the run's submit_response
         (AlreadyExists if another run took the key first).
+
+        A directory this call created is removed again, while still empty, when the run is not
+        created (another replica took the Idempotency-Key first, the database refused): a refused
+        submission leaves nothing behind. One that existed before is left alone (a run_id conflict:
+        it is the other run's).
         """
         rundir.ledger = self
+        created = not rundir.path.exists()
         rundir.create()
+        try:
+            self._create_row(record, rundir, actor, stage_outputs, outbox, idempotency_key)
+        except BaseException:
+            if created:
+                rundir.remove_if_empty()
+            raise
+
+    def _create_row(self, record: RunRecord, rundir: RunDirectory, actor: str, stage_outputs: dict[str, bytes] | None,
+                    outbox: Sequence[OutboxMessage] | Callable[[RunRecord], Sequence[OutboxMessage]],
+                    idempotency_key: IdempotencyKey | None) -> None:
         event = new_event(
             rundir, "run.initiated", correlation_id=record.correlation_id, actor=actor,
             payload={"status": record.state, "seed": record.seed, "source_shape": record.source_shape,

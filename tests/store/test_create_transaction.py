@@ -117,6 +117,31 @@ def test_a_key_taken_by_another_run_aborts_the_whole_create(store, db):
     assert _nothing_of(store, db, "RUN-2")
     answer = store.keyed_answer(key)
     assert (answer.run_id, answer.digest, answer.answer) == ("RUN-1", "digest-1", _record("RUN-1").submit_response)
+    # nor a run directory: the losing replica's create leaves no trace on disk either
+    assert not RunDirectory(store.root, "PROJ-1", "RUN-2").path.exists()
+    assert RunDirectory(store.root, "PROJ-1", "RUN-1").exists()
+
+
+def test_a_refused_create_keeps_the_directory_it_did_not_make(store):
+    """A run_id conflict: the directory is the existing run's, and stays whole."""
+    _create(store, _record("RUN-1"), outbox=_initiated)
+    existing = RunDirectory(store.root, "PROJ-1", "RUN-1")
+    before = sorted(p.relative_to(existing.path) for p in existing.path.rglob("*"))
+    with pytest.raises(AlreadyExists):
+        _create(store, _record("RUN-1", digest="other"), outbox=_initiated)
+    assert existing.exists() and sorted(p.relative_to(existing.path) for p in existing.path.rglob("*")) == before
+
+
+def test_a_directory_written_to_meanwhile_is_not_removed(tmp_path):
+    """remove_if_empty never takes files with it (another writer's, on a shared volume)."""
+    rundir = RunDirectory(tmp_path, "PROJ-1", "RUN-9")
+    rundir.create()
+    (rundir.outputs / "x.json").write_text("{}")
+    rundir.remove_if_empty()
+    assert (rundir.outputs / "x.json").exists()
+    (rundir.outputs / "x.json").unlink()
+    rundir.remove_if_empty()
+    assert not rundir.path.exists()
 
 
 def test_keys_are_per_scope_and_expire_after_the_ttl_then_are_purged(db, runs_dir):

@@ -24,13 +24,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from smvm.errors import InvalidArgument
+from smvm.timestamps import valid_timestamp
 from smvm.v1 import analysis_service_pb2, memory_grounding_pb2, memory_service_pb2
 
 from services.analysis.policy import Policy
 
 OUTCOMES = ("KILL", "PIVOT", "GO")
 # google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
-MIN_SECONDS, MAX_SECONDS = -62_135_596_800, 253_402_300_799
 MAX_CITED = 5
 
 
@@ -84,11 +84,6 @@ def check_memory(grounding: memory_grounding_pb2.MemoryGrounding) -> None:
             raise InvalidArgument(f"memory.decision_history[{i}].run_id", "is required")
         if not valid_timestamp(record.decided_at):
             raise InvalidArgument(f"memory.decision_history[{i}].decided_at", "must be a time in years 1-9999")
-
-
-def valid_timestamp(ts) -> bool:
-    """Within the range google.protobuf.Timestamp allows (and datetime can hold)."""
-    return MIN_SECONDS <= ts.seconds <= MAX_SECONDS and 0 <= ts.nanos < 1_000_000_000
 
 
 def memory_findings(request: analysis_service_pb2.AnalyzeRequest, policy: Policy) -> MemoryFindings:

@@ -27,6 +27,7 @@ import math
 from typing import Iterable
 
 from smvm.errors import InvalidArgument
+from smvm.timestamps import valid_timestamp
 from smvm.v1 import memory_service_pb2
 
 # Relevance before feature overlap: below a competitor the founder named (1.0), in the range of a
@@ -38,9 +39,6 @@ MAX_KNOWN = 500
 MAX_NAME_CHARS = 200
 MAX_FEATURES = 200
 MAX_FEATURE_CHARS = 200
-
-# google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
-_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
 
 PROVENANCE_RANK = {"imported": 0, "learned": 1, "synthetic": 2}
 
@@ -63,8 +61,7 @@ def check_known(known: Iterable[memory_service_pb2.KnownCompetitor]) -> list[mem
             raise InvalidArgument(f"{field}.last_monthly_price_usd", "must be a finite number >= 0")
         if c.HasField("market_share") and not (math.isfinite(c.market_share) and 0 <= c.market_share <= 1):
             raise InvalidArgument(f"{field}.market_share", "must be a fraction in [0, 1]")
-        if c.HasField("last_seen") and not (_MIN_SECONDS <= c.last_seen.seconds <= _MAX_SECONDS
-                                            and 0 <= c.last_seen.nanos < 1_000_000_000):
+        if c.HasField("last_seen") and not valid_timestamp(c.last_seen):
             raise InvalidArgument(f"{field}.last_seen", "must be a time in years 1-9999")
         if c.runs_seen < 0:
             raise InvalidArgument(f"{field}.runs_seen", "must be >= 0")

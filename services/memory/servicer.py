@@ -13,6 +13,7 @@ from smvm.db.database import database_url_for
 from smvm.errors import InvalidArgument
 from smvm.ids import check_id
 from smvm.server import ServiceHost
+from smvm.timestamps import checked_datetime
 from smvm.v1 import memory_service_pb2 as pb, memory_service_pb2_grpc as pb_grpc
 
 from services.memory.graph import MemoryGraph, parse
@@ -86,7 +87,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         return pb.SyncRunsResponse(run_ids=await self._sync())
 
     async def ApplyRetention(self, request: pb.ApplyRetentionRequest, context) -> pb.ApplyRetentionResponse:
-        now = request.as_of.ToDatetime(dt.timezone.utc) if request.HasField("as_of") else dt.datetime.now(dt.timezone.utc)
+        now = checked_datetime("as_of", request.as_of) if request.HasField("as_of") else dt.datetime.now(dt.timezone.utc)
         deleted = await asyncio.to_thread(self.graph.apply_retention, self.rules, now, dry_run=request.dry_run)
         return pb.ApplyRetentionResponse(deleted=deleted, retention_days=self.rules.days)
 

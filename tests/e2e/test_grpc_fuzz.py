@@ -26,9 +26,12 @@ from smvm.v1 import run_pb2, validation_service_pb2_grpc
 from smvm.v1 import (
     analysis_service_pb2,
     competitor_service_pb2,
+    delivery_service_pb2,
     ingestion_service_pb2,
+    memory_service_pb2,
     overwatch_service_pb2,
     persona_service_pb2,
+    run_watch_service_pb2,
     simulation_service_pb2,
     validation_service_pb2,
 )
@@ -45,6 +48,9 @@ SERVICES = {
     "smvm.v1.AnalysisService": ("analysis", analysis_service_pb2),
     "smvm.v1.OverwatchService": ("overwatch", overwatch_service_pb2),
     "smvm.v1.ValidationService": ("orchestrator", validation_service_pb2),
+    "smvm.v1.DeliveryService": ("orchestrator", delivery_service_pb2),
+    "smvm.v1.RunWatchService": ("orchestrator", run_watch_service_pb2),
+    "smvm.v1.MemoryService": ("memory", memory_service_pb2),
 }
 ALLOWED = {
     grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
@@ -140,15 +146,18 @@ def message_strategy(descriptor: pbd.Descriptor, depth: int = 0) -> st.SearchStr
     return st.fixed_dictionaries({}, optional=optional).map(build)
 
 
-def _methods() -> list[tuple[str, pbd.MethodDescriptor]]:
+def _methods(client_streaming: bool) -> list[tuple[str, pbd.MethodDescriptor]]:
     out = []
     for service_name, (key, module) in SERVICES.items():
         service = module.DESCRIPTOR.services_by_name[service_name.rsplit(".", 1)[1]]
-        out.extend((key, method) for method in service.methods if not method.client_streaming)
+        out.extend((key, method) for method in service.methods if method.client_streaming == client_streaming)
     return out
 
 
-METHODS = _methods()
+METHODS = _methods(client_streaming=False)
+STREAMING_METHODS = _methods(client_streaming=True)  # requests as a stream (RunWatchService.WatchRuns)
+STREAM_EXAMPLES = 6
+STREAM_TIMEOUT_S = 1.5  # a watch never ends by itself: each stream is read until its deadline
 
 
 def _tame(method: pbd.MethodDescriptor, request) -> None:
@@ -233,7 +242,53 @@ def test_arbitrary_requests_get_a_clean_answer(channels, key, method):
         _check_answer(call, path, method, request, seen)
 
     check()
-    assert sum(seen.values()) == EXAMPLES_PER_METHOD, seen
+    # a request message with no fields has one value only, which hypothesis tries once
+    assert sum(seen.values()) == (EXAMPLES_PER_METHOD if method.input_type.fields else 1), seen
+    _all_serving(channels, path)
+
+
+@pytest.mark.parametrize("key, method", STREAMING_METHODS, ids=[m.full_name for _, m in STREAMING_METHODS])
+def test_arbitrary_request_streams_get_a_clean_answer(channels, key, method):
+    """Client-streaming methods get 0-4 arbitrary messages on one stream. A stream that lives until its
+    deadline ends DEADLINE_EXCEEDED (allowed); nothing else may go wrong, and a WatchRuns stream must
+    have answered every sync it was sent (echoing its sync_id, whatever the value) by then."""
+    request_cls = message_factory.GetMessageClass(method.input_type)
+    response_cls = message_factory.GetMessageClass(method.output_type)
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    seen: collections.Counter[str] = collections.Counter()
+    if method.server_streaming:
+        call = channels[key].stream_stream(path, request_serializer=request_cls.SerializeToString,
+                                           response_deserializer=response_cls.FromString)
+    else:
+        call = channels[key].stream_unary(path, request_serializer=request_cls.SerializeToString,
+                                          response_deserializer=response_cls.FromString)
+
+    @settings(FUZZ_SETTINGS, max_examples=STREAM_EXAMPLES)
+    @given(requests=st.lists(message_strategy(method.input_type), max_size=4))
+    def check(requests):
+        started = time.monotonic()
+        replies, code, error = [], grpc.StatusCode.OK, None
+        try:
+            answer = call(iter(requests), timeout=STREAM_TIMEOUT_S)
+            if method.server_streaming:
+                for reply in answer:
+                    replies.append(reply)
+            else:
+                replies.append(answer)
+        except grpc.RpcError as exc:
+            code, error = exc.code(), exc
+        seen[code.name] += 1
+        assert code in ALLOWED, f"{path} answered {code.name}: {error.details() if error else ''}\nrequests: {requests}"
+        assert time.monotonic() - started < STREAM_TIMEOUT_S + 3.0
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            assert _field_named(error), f"{path}: INVALID_ARGUMENT without a field: {error.details()}"
+        if method.full_name == "smvm.v1.RunWatchService.WatchRuns":
+            assert replies and replies[0].WhichOneof("event") == "started"
+            synced = [r.synced.sync_id for r in replies if r.WhichOneof("event") == "synced"]
+            assert synced == [r.sync_id for r in requests], (synced, requests)
+
+    check()
+    assert sum(seen.values()) == STREAM_EXAMPLES, seen
     _all_serving(channels, path)
 
 

@@ -68,6 +68,9 @@ async def test_retention_over_grpc(memory):
     ("FindSimilarIdeas", pb.FindSimilarIdeasRequest(text="x", min_similarity=1.5), "min_similarity"),
     ("ListKnownCompetitors", pb.ListKnownCompetitorsRequest(domain=""), "domain"),
     ("GetDecisionHistory", pb.GetDecisionHistoryRequest(project_id="../x"), "project_id"),
+    # found by the gRPC fuzz: a Timestamp outside years 1-9999 was a ValueError, answered INTERNAL
+    ("ApplyRetention", pb.ApplyRetentionRequest(as_of=timestamp_pb2.Timestamp(seconds=-(2**63))), "as_of"),
+    ("ApplyRetention", pb.ApplyRetentionRequest(as_of=timestamp_pb2.Timestamp(seconds=0, nanos=-1)), "as_of"),
 ])
 async def test_bad_requests_name_the_field(memory, call, request_, field):
     _, stub, _ = memory

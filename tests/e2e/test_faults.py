@@ -77,6 +77,20 @@ def status_of(client: httpx.Client, run_id: str) -> tuple[int, dict]:
     return response.status_code, response.json()
 
 
+def status_until_unavailable(client: httpx.Client, run_id: str, state: str, within_s: float = 5.0) -> dict:
+    """GET /status until it answers 503 (its body returned), right after the orchestrator or its
+    database went away. Until then the gateway's status cache may answer, for at most its staleness
+    bound past its last answered sync, and only with the state last committed (`state`): nothing
+    commits meanwhile."""
+    started = time.monotonic()
+    while (answer := status_of(client, run_id))[0] != 503:
+        code, body = answer
+        assert code == 200 and body["status"] == state, answer
+        assert time.monotonic() - started < within_s, "status answered from the cache past its staleness bound"
+        time.sleep(0.05)
+    return answer[1]
+
+
 def wait_mid_simulation(client: httpx.Client, run_id: str, timeout_s: float = 120) -> None:
     """Until the simulation stage has reported progress (it is computing, not finished)."""
     start = progress_before("simulation")
@@ -157,8 +171,7 @@ def test_killing_the_orchestrator_mid_run_and_restarting_it_resumes_the_run(mesh
     run_id = submit(client, payload())
     wait_mid_simulation(client, run_id)
     assert mesh.kill("orchestrator") == -9
-    code, body = status_of(client, run_id)
-    assert code == 503, body  # the gateway answers for the orchestrator while it is down
+    status_until_unavailable(client, run_id, "RUNNING")  # the gateway answers for the orchestrator while it is down
     mesh.restart("orchestrator")
     status, _ = wait_terminal(client, run_id)
     assert status["status"] == "DECISION_READY", (status["status"], status.get("error"))

@@ -10,7 +10,9 @@ import pytest
 
 from smvm.db.pgcluster import PgCluster, create_database
 
-from .test_faults import TOKEN, payload, start_mesh, status_of, submit, wait_mid_simulation, wait_terminal
+from .test_faults import (
+    TOKEN, payload, start_mesh, status_of, status_until_unavailable, submit, wait_mid_simulation, wait_terminal,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -39,8 +41,8 @@ def test_database_outage_gives_503_and_loses_no_acknowledged_run(pg_mesh, cluste
 
         cluster.stop("fast")
         try:
-            code, body = status_of(client, in_flight)
-            assert code == 503 and body["error"] == "UNAVAILABLE", body
+            body = status_until_unavailable(client, in_flight, "RUNNING")
+            assert body["error"] == "UNAVAILABLE", body
             refused = payload(iterations=1000)
             response = client.post("/api/v1/validation/runs", json=refused)
             assert response.status_code == 503, response.text

@@ -299,10 +299,12 @@ class Pipeline:
         cfg = ctx.configuration
         cap = self.settings.stage_timeout_s
         rundir = self.store.rundir(ctx.run_id)
+        watch = metrics.Stopwatch()  # each step below is one segment of smvm_run_segment_seconds
 
         personas = self._committed(ctx, "personas", persona_service_pb2.GeneratePersonasResponse)
         if personas is None:
             self._start(ctx, "personas")
+            watch.lap("personas.start")
             tokens = await narrative_tokens.reserve(self, ctx)  # the model adapter's tokens, when it is on
             try:
                 personas = await self._call(ctx, "personas", lambda t: self.clients.personas.GeneratePersonas(
@@ -314,31 +316,42 @@ class Pipeline:
                 await narrative_tokens.release(self, ctx, tokens, f"personas did not finish: {type(exc).__name__}")
                 raise
             await narrative_tokens.settle(self, ctx, tokens, personas)
+            watch.lap("personas.call")
             rundir.write_json("outputs/personas.output.json", to_dict(personas))
+            watch.lap("personas.artifact")
             self._done(ctx, "personas", {"personas": len(personas.personas), "prior": personas.prior,
                                          "bias_passed": personas.bias_report.passed}, personas)
+            watch.lap("personas.commit")
             if not personas.bias_report.passed:
                 self._alert(ctx, "quality_warning", "warning", "the persona sample failed its bias checks",
                             {"bias_report": to_dict(personas.bias_report)})
 
         memory = await self._memory_grounding(ctx)
+        watch.lap("memory.grounding")
         landscape = self._committed(ctx, "competitors", competitor_service_pb2.BuildLandscapeResponse)
         if landscape is None:
             self._start(ctx, "competitors")
+            watch.lap("competitors.start")
             landscape = await self._call(ctx, "competitors", lambda t: self.clients.competitors.BuildLandscape(
                 competitor_service_pb2.BuildLandscapeRequest(
                     idea=ctx.idea, count=cfg.competitor_count, seed=simconfig.stage_seed(ctx.seed, "competitors"),
                     known_competitors=memory.known_competitors),
                 timeout=t), cap)
+            watch.lap("competitors.call")
             rundir.write_json("outputs/competitors.output.json", to_dict(landscape))
+            watch.lap("competitors.artifact")
             self._done(ctx, "competitors", {"competitors": len(landscape.competitors), "prior": landscape.prior}, landscape)
+            watch.lap("competitors.commit")
 
         sim_config = self._simulation_config(ctx, personas, landscape)
         result = self._committed(ctx, "simulation", simulation_pb2.SimulationResult)
         if result is None:
             self._start(ctx, "simulation")
+            watch.lap("simulation.start")
             rundir.write_json("outputs/simulation.config.json", to_dict(sim_config))
+            watch.lap("simulation.config_artifact")
             reservation = await self._reserve_budget(ctx, sim_config)
+            watch.lap("simulation.budget_reserve")
             try:
                 result = await self._call(
                     ctx, "simulation", lambda t: self._simulate(ctx, sim_config, t), self.settings.simulation_timeout_s)
@@ -347,17 +360,21 @@ class Pipeline:
                 # (ReserveBudget replays it for the run); if it never does, the reservation expires.
                 await self._release_budget(ctx, reservation.reservation_id, f"simulation did not finish: {type(exc).__name__}")
                 raise
+            watch.lap("simulation.run")
             settled = await self._call(ctx, "simulation", lambda t: self.clients.overwatch.CommitBudget(
                 overwatch_service_pb2.CommitBudgetRequest(
                     reservation_id=reservation.reservation_id,
                     actual=overwatch_service_pb2.ResourceAmounts(
                         utility_evaluations=result.utility_evaluations, cpu_seconds=result.kernel_seconds)),
                 timeout=t), cap)
+            watch.lap("simulation.budget_commit")
             rundir.write_json("outputs/simulation.result.json", to_dict(without_swing_paths(result)))
+            watch.lap("simulation.result_artifact")
             self._done(ctx, "simulation", {"iterations": result.iterations,
                                            "utility_evaluations": result.utility_evaluations,
                                            "kernel_seconds": round(result.kernel_seconds, 4),
                                            "budget_warnings": [*reservation.warnings, *settled.warnings]}, result)
+            watch.lap("simulation.commit")
             metrics.UTILITY_EVALUATIONS.inc(result.utility_evaluations)
             metrics.SIMULATION_ITERATIONS.inc(result.iterations)
             if settled.warnings and not reservation.warnings:  # the spend crossed 80 % though the hold did not
@@ -365,32 +382,39 @@ class Pipeline:
                             {"warnings": list(settled.warnings)})
 
         analyze_request = self._analyze_request(ctx, personas, landscape, sim_config, result, memory)
+        watch.lap("analysis.request")
         analysis = self._committed(ctx, "analysis", analysis_service_pb2.AnalyzeResponse)
         if analysis is None:
             self._start(ctx, "analysis")
+            watch.lap("analysis.start")
             # The decision without the chart documents: they are rendered after DECISION_READY.
             decide_only = analysis_service_pb2.AnalyzeRequest()
             decide_only.CopyFrom(analyze_request)
             decide_only.skip_documents = True
             analysis = await self._call(ctx, "analysis", lambda t: self.clients.analysis.Analyze(decide_only, timeout=t), cap)
+            watch.lap("analysis.call")
             rundir.write_text("reports/validation_report.md", analysis.report_markdown)
+            watch.lap("analysis.artifact")
             decision = analysis.decision
             self._done(ctx, "analysis", {
                 "recommendation": short_enum(decision_pb2.Recommendation.Name(decision.recommendation), "RECOMMENDATION_"),
                 "confidence": round(decision.confidence, 4), "composite_score": round(decision.composite_score, 2)},
                 analysis)
+            watch.lap("analysis.commit")
         decision = analysis.decision
         recommendation = short_enum(decision_pb2.Recommendation.Name(decision.recommendation), "RECOMMENDATION_")
 
         review_response = self._committed(ctx, "overwatch", overwatch_service_pb2.ReviewDecisionResponse)
         if review_response is None:
             self._start(ctx, "overwatch")
+            watch.lap("overwatch.start")
             review_response = await self._call(ctx, "overwatch", lambda t: self.clients.overwatch.ReviewDecision(
                 overwatch_service_pb2.ReviewDecisionRequest(
                     run_id=ctx.run_id, project_id=ctx.project_id, idea=ctx.idea, decision=decision,
                     bias_report=personas.bias_report, personas=personas.personas,
                     simulation=without_samples(result), planned_iterations=sim_config.iterations),
                 timeout=t), cap)
+            watch.lap("overwatch.call")
             review = review_response.review
             verdict = short_enum(decision_pb2.ReviewVerdict.Name(review.verdict), "REVIEW_VERDICT_")
             decision_doc = decision_output(ctx, decision, review, recommendation, verdict)
@@ -399,9 +423,11 @@ class Pipeline:
             if analysis.summary_json:
                 summary["analysis"] = json.loads(analysis.summary_json)
             rundir.write_json("reports/validation_summary.json", summary)
+            watch.lap("overwatch.artifacts")
             self._done(ctx, "overwatch", {"verdict": verdict, "reasons": decision_doc["review"]["reasons"],
                                           "policy_version": review.policy_version, "released": decision_doc["released"]},
                        review_response)
+            watch.lap("overwatch.commit")
         verdict = short_enum(decision_pb2.ReviewVerdict.Name(review_response.review.verdict), "REVIEW_VERDICT_")
         decision_doc = rundir.read_json("outputs/decision.output.json")
         record = self._update(
@@ -410,6 +436,7 @@ class Pipeline:
             payload={"recommendation": recommendation, "confidence": decision.confidence, "verdict": verdict},
         )
         self._finished(record)
+        watch.lap("run.decision_ready")
         if recommendation == "KILL" or verdict == "VETO":
             self._alert(ctx, "risk_escalation", "critical" if verdict == "VETO" else "warning",
                         f"recommendation {recommendation}, overwatch verdict {verdict}",
@@ -440,6 +467,7 @@ class Pipeline:
         times the decision's time; `documents` runs a few at a time). The request is rebuilt from the
         committed stage outputs. A failure is recorded and leaves the run's outcome alone."""
         token = correlation.set(ctx.correlation_id)
+        watch = metrics.Stopwatch()
         try:
             personas = self._committed(ctx, "personas", persona_service_pb2.GeneratePersonasResponse)
             landscape = self._committed(ctx, "competitors", competitor_service_pb2.BuildLandscapeResponse)
@@ -448,14 +476,18 @@ class Pipeline:
             request = self._analyze_request(ctx, personas, landscape, self._simulation_config(ctx, personas, landscape),
                                             result, memory)
             del personas, landscape, result, memory
+            watch.lap("documents.request")
             answer = await self.clients.analysis.Analyze(request, timeout=max(1.0, self.settings.stage_timeout_s))
             del request
+            watch.lap("documents.call")
             rundir = self.store.rundir(ctx.run_id)
             await asyncio.to_thread(rundir.write_text, "reports/validation_report.html", answer.report_html)
             await asyncio.to_thread(rundir.write_bytes, "reports/analysis_report.pdf", answer.report_pdf)
+            watch.lap("documents.artifacts")
             self.store.update(ctx.run_id, "reports.rendered", payload={
                 "files": ["reports/validation_report.html", "reports/analysis_report.pdf"],
                 "pdf_bytes": len(answer.report_pdf)})
+            watch.lap("documents.commit")
         except Exception as exc:  # best effort after the decision: never turns a decided run into a failed one
             log.warning("reports of run %s not rendered: %s", ctx.run_id, exc)
             with contextlib.suppress(Exception):

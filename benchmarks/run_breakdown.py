@@ -7,7 +7,8 @@ run in `smvm_run_segment_seconds` (smvm/metrics.py):
 - the orchestrator one per step of its pipeline (a stage's start, its call, its artifact, its commit;
   the simulation budget; the request for the analysis), as laps of one stopwatch, so its segments
   add up to the whole pipeline with no gap left out;
-- the simulation service its engine's parts (chunks, of which the kernel; merge; the result message);
+- the simulation service its engine's parts (chunks; merge; the result message; and the kernel's
+  time inside the chunks, summed over the engine's threads, so it can exceed the chunks' wall time);
 - the analysis service its decision (and, after DECISION_READY, the documents).
 The scrape after a run minus the scrape before it gives that run's segments. What is left of the
 client's figure is outside the pipeline: the POST (gateway, ingestion, run creation), the pipeline
@@ -227,7 +228,7 @@ def main() -> int:
                 continue
             own = [k for k in dict.fromkeys(k for r in runs[service] for k in r) if not k.endswith(".documents")]
             for k in own:
-                row(f"{k}{' (within chunks)' if k.endswith('.kernel') else ''}", med(service, k), 4)
+                row(f"{k}{' (in chunks, summed over threads)' if k.endswith('.kernel') else ''}", med(service, k), 4)
             serial = [k for k in own if not k.endswith(".kernel")]
             row("gRPC, (de)serialisation, threads: the call less the above", statistics.median(
                 o.get(segment, 0.0) - sum(s.get(k, 0.0) for k in serial) for o, s in zip(runs["orchestrator"], runs[service])), 4)

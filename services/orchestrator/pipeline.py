@@ -664,8 +664,8 @@ def planned_utility_evaluations(config: simulation_pb2.SimulationConfig) -> int:
 
 def write_in_background(rundir: RunDirectory, relative: str, message) -> asyncio.Future:
     """Write `message` as the run directory's JSON artifact `relative` in a worker thread. The caller
-    awaits the future before the state that promises the file, and a failure is raised there; one
-    that nobody awaits any more (the run failed first) is logged."""
+    awaits the future before the state that promises the file, where a failure is raised; a failure
+    is also logged, so that one nobody awaits any more (the run failed first) is not lost."""
     future = asyncio.ensure_future(asyncio.to_thread(lambda: rundir.write_json(relative, to_dict(message))))
 
     def unawaited_failure(done: asyncio.Future) -> None:

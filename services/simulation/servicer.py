@@ -106,7 +106,7 @@ class SimulationServicer(pb_grpc.SimulationServiceServicer):
             watch.lap("simulation.engine.merge")
             result = convert.output_to_proto(output)
             watch.lap("simulation.engine.result_proto")
-            metrics.RUN_SEGMENT.labels("simulation.engine.kernel").observe(output.kernel_seconds)  # within chunks
+            metrics.RUN_SEGMENT.labels("simulation.engine.kernel").observe(output.kernel_seconds)  # in chunks, summed over threads
             return result
 
         async for item in _run_with_progress(work, context, total):
@@ -129,7 +129,7 @@ class SimulationServicer(pb_grpc.SimulationServiceServicer):
             watch.lap("simulation.engine.chunks")
             shard = convert.shard_to_proto(partial)
             watch.lap("simulation.engine.shard_proto")
-            metrics.RUN_SEGMENT.labels("simulation.engine.kernel").observe(partial.kernel_seconds)  # within chunks
+            metrics.RUN_SEGMENT.labels("simulation.engine.kernel").observe(partial.kernel_seconds)  # in chunks, summed over threads
             return shard
 
         async for item in _run_with_progress(work, context, count):

@@ -230,7 +230,7 @@ def main() -> int:
             for k in own:
                 row(f"{k}{' (in chunks, summed over threads)' if k.endswith('.kernel') else ''}", med(service, k), 4)
             serial = [k for k in own if not k.endswith(".kernel")]
-            row("gRPC, (de)serialisation, threads: the call less the above", statistics.median(
+            row(f"{segment} less the above: gRPC, (de)serialisation, threads", statistics.median(
                 o.get(segment, 0.0) - sum(s.get(k, 0.0) for k in serial) for o, s in zip(runs["orchestrator"], runs[service])), 4)
     print("after DECISION_READY (off the critical path)")
     for segment in documents:

@@ -60,6 +60,7 @@ up: install
 bench: install bench-tools
 	$(PY) benchmarks/sim_kernel.py
 	$(PY) benchmarks/e2e_latency.py
+	$(PY) benchmarks/run_breakdown.py --runs 10
 	$(PY) benchmarks/gateway_load.py
 	$(PY) benchmarks/sim_scaling.py
 

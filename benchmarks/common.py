@@ -68,8 +68,9 @@ def require_tool(name: str, package: str) -> str:
 
 
 @contextlib.contextmanager
-def local_mesh(simulation_replicas: int = 1, **overrides) -> Iterator[object]:
-    """Every service as its own process on free loopback ports, a throwaway runs dir; stopped on exit."""
+def local_mesh(simulation_replicas: int = 1, extra_env: dict[str, str] | None = None, **overrides) -> Iterator[object]:
+    """Every service as its own process on free loopback ports, a throwaway runs dir; stopped on exit.
+    `extra_env` adds environment variables of every process (e.g. metrics listen addresses)."""
     from smvm.config import Settings
     from smvm.launcher import Mesh, free_addresses
 
@@ -80,7 +81,7 @@ def local_mesh(simulation_replicas: int = 1, **overrides) -> Iterator[object]:
         )
         mesh = Mesh(
             settings, addresses=free_addresses(simulation_replicas), log_dir=Path(tmp) / "logs",
-            extra_env={"SMVM_PROFILE": "test", "SMVM_LOG_LEVEL": "WARNING"},
+            extra_env={"SMVM_PROFILE": "test", "SMVM_LOG_LEVEL": "WARNING", **(extra_env or {})},
         )
         mesh.start(timeout_s=300)
         try:

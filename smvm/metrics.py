@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest, start_http_server
 
@@ -78,6 +80,27 @@ STATUS_CACHE_SYNC_AGE = Gauge(
     "started); the cache answers only while this is under SMVM_STATUS_CACHE_STALENESS_MS",
 )
 STATUS_CACHE_ENTRIES = Gauge("smvm_status_cache_entries", "Runs in the gateway's status cache")
+RUN_SEGMENT = Histogram(
+    "smvm_run_segment_seconds",
+    "Wall time of the segments of a validation run (stage calls, artifact writes, commits, the engine's and the "
+    "analysis' own parts), by segment: where a run's time goes (benchmarks/run_breakdown.py)", ["segment"],
+    buckets=_LATENCY_BUCKETS,
+)
+
+
+class Stopwatch:
+    """Consecutive segments of one piece of work: `lap(segment)` records the time since the previous
+    lap (or the start) as that segment, so the segments add up to the whole with no gap left out."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
+        self._last = clock()
+
+    def lap(self, segment: str) -> float:
+        now = self._clock()
+        elapsed, self._last = now - self._last, now
+        RUN_SEGMENT.labels(segment).observe(elapsed)
+        return elapsed
 
 
 def render() -> tuple[bytes, str]:

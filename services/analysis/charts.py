@@ -16,7 +16,7 @@ matplotlib.use("Agg")  # before pyplot: headless, deterministic
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from services.analysis.stats import wquantile  # noqa: E402
+from services.analysis.stats import wquantile_columns  # noqa: E402
 
 SIZE = (8.0, 4.8)
 OURS, GREY, ACCENT = "#1f6feb", "#8b949e", "#d1242f"
@@ -29,7 +29,7 @@ def _t(text: str) -> str:
 
 def _quantile_rows(matrix: np.ndarray, weights: np.ndarray, levels=(0.1, 0.5, 0.9)) -> np.ndarray:
     """(len(levels), columns) weighted quantiles of each column."""
-    return np.array([wquantile(matrix[:, j], weights, list(levels)) for j in range(matrix.shape[1])]).T
+    return wquantile_columns(matrix, weights, list(levels)).T
 
 
 def demand_and_revenue(*, sim, used, optimum, decision, vw=None, **_) -> Figure:

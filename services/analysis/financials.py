@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.analysis.stats import safe_div, wmean, wprob, wquantile
+from services.analysis.stats import safe_div, wmean, wprob, wquantile, wquantile_columns
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def summarise(revenue, customers, churn, weights, costs: CostAssumptions, paybac
     be_k = break_even_month(cf)
     total = rev.sum(axis=1)
     if months:
-        monthly = np.array([wquantile(rev[:, t], w, [0.1, 0.5, 0.9]) for t in range(months)])
+        monthly = wquantile_columns(rev, w, [0.1, 0.5, 0.9])
         m10, m50, m90 = monthly[:, 0], monthly[:, 1], monthly[:, 2]
     else:
         m10 = m50 = m90 = np.zeros(0)

@@ -95,6 +95,16 @@ def _sim_price(sim, config, samples_rev, samples_cust, fallback: float, prices: 
     return float(np.sqrt(max(prices[0], 1e-9) * max(prices[-1], 1e-9))), "simulated price unknown: grid midpoint assumed"
 
 
+def _rows(samples, name: str, width: int) -> np.ndarray:
+    """(samples, width) matrix of a repeated field's first `width` values; a sample with fewer values
+    leaves its row at zero. One conversion for all the samples, not one per sample."""
+    out = np.zeros((len(samples), width))
+    full = [k for k, s in enumerate(samples) if len(getattr(s, name)) >= width]
+    if full and width:
+        out[full] = np.array([getattr(samples[k], name)[:width] for k in full], dtype=float)
+    return out
+
+
 def _from_samples(sim, idx: np.ndarray, n_grid: int, warnings: list[str]):
     samples = [s for s in sim.samples if len(s.monthly_revenue_usd) > 0 or len(s.monthly_customers) > 0]
     if not samples:
@@ -103,18 +113,13 @@ def _from_samples(sim, idx: np.ndarray, n_grid: int, warnings: list[str]):
     months = min(lengths)
     if len(lengths) > 1:
         warnings.append(f"samples have ragged monthly paths; truncated to {months} months")
-    rev = np.zeros((len(samples), months))
-    cust = np.zeros((len(samples), months))
+    rev = _clean(_rows(samples, "monthly_revenue_usd", months))
     have_cust = all(len(s.monthly_customers) >= months for s in samples)
-    for k, s in enumerate(samples):
-        if len(s.monthly_revenue_usd) >= months:
-            rev[k] = _clean(list(s.monthly_revenue_usd)[:months])
-        if have_cust:
-            cust[k] = _clean(list(s.monthly_customers)[:months])
+    cust = _clean(_rows(samples, "monthly_customers", months)) if have_cust else np.zeros((len(samples), months))
     shares = None
     total_grid = len(sim.demand_curve)
     if all(len(s.demand_share) == total_grid for s in samples):
-        shares = _clean([[s.demand_share[i] for i in idx] for s in samples], 0.0, 1.0).reshape(len(samples), n_grid)
+        shares = _clean(_rows(samples, "demand_share", total_grid)[:, idx], 0.0, 1.0).reshape(len(samples), n_grid)
     else:
         warnings.append("samples' demand_share does not match the demand curve: per-iteration curves not used")
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.analysis.stats import interp_rows, safe_div, wquantile
+from services.analysis.stats import interp_rows, safe_div, wquantile_columns
 
 Q_EPS = 1e-12
 
@@ -246,10 +246,8 @@ def elasticity_profile(prices, mean_shares, share_matrix, weights, level: float,
     if m.size and m.shape[0] > 0:
         per_point = point_elasticities(p, m, cap)
         per_arc = arc_elasticities(p, m, cap)
-        pl = np.array([wquantile(per_point[:, i], weights, lo_q) for i in range(p.size)])
-        ph = np.array([wquantile(per_point[:, i], weights, hi_q) for i in range(p.size)])
-        al = np.array([wquantile(per_arc[:, i], weights, lo_q) for i in range(max(p.size - 1, 0))])
-        ah = np.array([wquantile(per_arc[:, i], weights, hi_q) for i in range(max(p.size - 1, 0))])
+        pl, ph = wquantile_columns(per_point, weights, [lo_q, hi_q]).T
+        al, ah = wquantile_columns(per_arc, weights, [lo_q, hi_q]).T
     else:
         pl, ph, al, ah = point.copy(), point.copy(), arc.copy(), arc.copy()
     undefined = int(np.sum(np.asarray(mean_shares) <= Q_EPS))

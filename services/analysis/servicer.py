@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 
+from smvm import metrics
 from smvm.config import Settings
 from smvm.server import ServiceHost
 from smvm.v1 import analysis_service_pb2 as pb, analysis_service_pb2_grpc as pb_grpc
@@ -18,7 +19,9 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
 
 
 def _analyze(request: pb.AnalyzeRequest) -> pb.AnalyzeResponse:
-    response = analyze(request, render_documents=not request.skip_documents)
+    segment = "analysis.service.decide" if request.skip_documents else "analysis.service.documents"
+    with metrics.RUN_SEGMENT.labels(segment).time():
+        response = analyze(request, render_documents=not request.skip_documents)
     if not request.skip_documents:
         # matplotlib Figures are cyclic (figure, canvas, axes) and each keeps its Agg pixel buffer
         # (native memory, megabytes) until the cyclic collector runs, which it schedules by object

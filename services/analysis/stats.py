@@ -87,6 +87,20 @@ def wquantile(x, w, q):
     return out if np.ndim(q) else float(out[0])
 
 
+def wquantile_columns(x, w, q):
+    """`[wquantile(x[:, j], w, q) for j in columns]` as one array ((columns,) for a scalar q, else
+    (columns, len(q))): one numpy call when the weights are equal and nothing is infinite (numpy's
+    linear rule column by column, the same numbers), else column by column."""
+    x = np.asarray(x, dtype=float)
+    w = np.asarray(w, dtype=float)
+    q_arr = np.atleast_1d(np.asarray(q, dtype=float))
+    if x.ndim == 2 and x.shape[0] and x.shape[1] and not np.isinf(x).any() and np.allclose(w, w[0]):
+        out = np.quantile(x, q_arr, axis=0).T
+    else:
+        out = np.array([wquantile(x[:, j], w, q_arr) for j in range(x.shape[1])]).reshape(x.shape[1], q_arr.size)
+    return out if np.ndim(q) else out[:, 0]
+
+
 def lognormal_sigma(p10: float, p50: float, p90: float, default: float) -> float:
     """Log-sd of a lognormal from its P10/P50/P90 (either side alone will do)."""
     sides = []

@@ -24,7 +24,6 @@ import math
 import time
 
 import grpc
-from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -54,10 +53,10 @@ from smvm.v1 import (
 )
 
 from services.ingestion.alerts import quality_alert  # pure: what a poor import's alert says
-from services.orchestrator import memory_grounding, narrative_tokens, simconfig
+from services.orchestrator import artifact_json, memory_grounding, narrative_tokens, simconfig
 from services.orchestrator.callbacks.emitter import CallbackEmitter
 from services.orchestrator.documents import RenderQueue
-from services.orchestrator.rundir import iso, utcnow
+from services.orchestrator.rundir import RunDirectory, iso, utcnow
 from services.orchestrator.store import STAGE_WEIGHTS, LeaseLost, RunStore, parse_time, progress_before
 
 # Backoff between attempts at a stage that is UNAVAILABLE.
@@ -66,12 +65,14 @@ RETRY_INITIAL_S, RETRY_MAX_S = 0.25, 2.0
 DATABASE_OUTAGE_REASONS = ("DATABASE_UNAVAILABLE", "DATABASE_TIMEOUT")
 # How often a run waiting for the database checks whether it is back.
 DATABASE_POLL_S = 1.0
+RESULT_JSON = "outputs/simulation.result.json"
 
 log = logging.getLogger(__name__)
 
 
 def to_dict(message) -> dict:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    """`json_format.MessageToDict(message, preserving_proto_field_name=True)` (artifact_json's, faster)."""
+    return artifact_json.message_dict(message)
 
 
 def short_enum(name: str, prefix: str) -> str:
@@ -299,10 +300,12 @@ class Pipeline:
         cfg = ctx.configuration
         cap = self.settings.stage_timeout_s
         rundir = self.store.rundir(ctx.run_id)
+        watch = metrics.Stopwatch()  # each step below is one segment of smvm_run_segment_seconds
 
         personas = self._committed(ctx, "personas", persona_service_pb2.GeneratePersonasResponse)
         if personas is None:
             self._start(ctx, "personas")
+            watch.lap("personas.start")
             tokens = await narrative_tokens.reserve(self, ctx)  # the model adapter's tokens, when it is on
             try:
                 personas = await self._call(ctx, "personas", lambda t: self.clients.personas.GeneratePersonas(
@@ -314,31 +317,43 @@ class Pipeline:
                 await narrative_tokens.release(self, ctx, tokens, f"personas did not finish: {type(exc).__name__}")
                 raise
             await narrative_tokens.settle(self, ctx, tokens, personas)
+            watch.lap("personas.call")
             rundir.write_json("outputs/personas.output.json", to_dict(personas))
+            watch.lap("personas.artifact")
             self._done(ctx, "personas", {"personas": len(personas.personas), "prior": personas.prior,
                                          "bias_passed": personas.bias_report.passed}, personas)
+            watch.lap("personas.commit")
             if not personas.bias_report.passed:
                 self._alert(ctx, "quality_warning", "warning", "the persona sample failed its bias checks",
                             {"bias_report": to_dict(personas.bias_report)})
 
         memory = await self._memory_grounding(ctx)
+        watch.lap("memory.grounding")
         landscape = self._committed(ctx, "competitors", competitor_service_pb2.BuildLandscapeResponse)
         if landscape is None:
             self._start(ctx, "competitors")
+            watch.lap("competitors.start")
             landscape = await self._call(ctx, "competitors", lambda t: self.clients.competitors.BuildLandscape(
                 competitor_service_pb2.BuildLandscapeRequest(
                     idea=ctx.idea, count=cfg.competitor_count, seed=simconfig.stage_seed(ctx.seed, "competitors"),
                     known_competitors=memory.known_competitors),
                 timeout=t), cap)
+            watch.lap("competitors.call")
             rundir.write_json("outputs/competitors.output.json", to_dict(landscape))
+            watch.lap("competitors.artifact")
             self._done(ctx, "competitors", {"competitors": len(landscape.competitors), "prior": landscape.prior}, landscape)
+            watch.lap("competitors.commit")
 
         sim_config = self._simulation_config(ctx, personas, landscape)
         result = self._committed(ctx, "simulation", simulation_pb2.SimulationResult)
-        if result is None:
+        simulated = result is None
+        if simulated:
             self._start(ctx, "simulation")
+            watch.lap("simulation.start")
             rundir.write_json("outputs/simulation.config.json", to_dict(sim_config))
+            watch.lap("simulation.config_artifact")
             reservation = await self._reserve_budget(ctx, sim_config)
+            watch.lap("simulation.budget_reserve")
             try:
                 result = await self._call(
                     ctx, "simulation", lambda t: self._simulate(ctx, sim_config, t), self.settings.simulation_timeout_s)
@@ -347,50 +362,65 @@ class Pipeline:
                 # (ReserveBudget replays it for the run); if it never does, the reservation expires.
                 await self._release_budget(ctx, reservation.reservation_id, f"simulation did not finish: {type(exc).__name__}")
                 raise
+            watch.lap("simulation.run")
             settled = await self._call(ctx, "simulation", lambda t: self.clients.overwatch.CommitBudget(
                 overwatch_service_pb2.CommitBudgetRequest(
                     reservation_id=reservation.reservation_id,
                     actual=overwatch_service_pb2.ResourceAmounts(
                         utility_evaluations=result.utility_evaluations, cpu_seconds=result.kernel_seconds)),
                 timeout=t), cap)
-            rundir.write_json("outputs/simulation.result.json", to_dict(without_swing_paths(result)))
+            watch.lap("simulation.budget_commit")
             self._done(ctx, "simulation", {"iterations": result.iterations,
                                            "utility_evaluations": result.utility_evaluations,
                                            "kernel_seconds": round(result.kernel_seconds, 4),
                                            "budget_warnings": [*reservation.warnings, *settled.warnings]}, result)
+            watch.lap("simulation.commit")
             metrics.UTILITY_EVALUATIONS.inc(result.utility_evaluations)
             metrics.SIMULATION_ITERATIONS.inc(result.iterations)
             if settled.warnings and not reservation.warnings:  # the spend crossed 80 % though the hold did not
                 self._alert(ctx, "resource_constraint", "warning", "; ".join(settled.warnings),
                             {"warnings": list(settled.warnings)})
 
-        analyze_request = self._analyze_request(ctx, personas, landscape, sim_config, result, memory)
+        # simulation.result.json (2.9 M characters for a default run) is spelled in a worker thread
+        # while the analysis runs, and DECISION_READY waits for it (GET /results reads it). It is
+        # written after the commit, so it always matches the committed result; a run resumed after a
+        # crash in between (no digest recorded) writes it then.
+        result_json = None
+        if simulated or self.store.artifact_digest(ctx.run_id, RESULT_JSON) is None:
+            result_json = write_in_background(rundir, RESULT_JSON, without_swing_paths(result))
+        watch.lap("simulation.result_artifact")
         analysis = self._committed(ctx, "analysis", analysis_service_pb2.AnalyzeResponse)
         if analysis is None:
-            self._start(ctx, "analysis")
             # The decision without the chart documents: they are rendered after DECISION_READY.
-            decide_only = analysis_service_pb2.AnalyzeRequest()
-            decide_only.CopyFrom(analyze_request)
+            decide_only = self._analyze_request(ctx, personas, landscape, sim_config, result, memory)
             decide_only.skip_documents = True
+            watch.lap("analysis.request")
+            self._start(ctx, "analysis")
+            watch.lap("analysis.start")
             analysis = await self._call(ctx, "analysis", lambda t: self.clients.analysis.Analyze(decide_only, timeout=t), cap)
+            watch.lap("analysis.call")
             rundir.write_text("reports/validation_report.md", analysis.report_markdown)
+            watch.lap("analysis.artifact")
             decision = analysis.decision
             self._done(ctx, "analysis", {
                 "recommendation": short_enum(decision_pb2.Recommendation.Name(decision.recommendation), "RECOMMENDATION_"),
                 "confidence": round(decision.confidence, 4), "composite_score": round(decision.composite_score, 2)},
                 analysis)
+            watch.lap("analysis.commit")
         decision = analysis.decision
         recommendation = short_enum(decision_pb2.Recommendation.Name(decision.recommendation), "RECOMMENDATION_")
 
         review_response = self._committed(ctx, "overwatch", overwatch_service_pb2.ReviewDecisionResponse)
         if review_response is None:
             self._start(ctx, "overwatch")
+            watch.lap("overwatch.start")
             review_response = await self._call(ctx, "overwatch", lambda t: self.clients.overwatch.ReviewDecision(
                 overwatch_service_pb2.ReviewDecisionRequest(
                     run_id=ctx.run_id, project_id=ctx.project_id, idea=ctx.idea, decision=decision,
                     bias_report=personas.bias_report, personas=personas.personas,
                     simulation=without_samples(result), planned_iterations=sim_config.iterations),
                 timeout=t), cap)
+            watch.lap("overwatch.call")
             review = review_response.review
             verdict = short_enum(decision_pb2.ReviewVerdict.Name(review.verdict), "REVIEW_VERDICT_")
             decision_doc = decision_output(ctx, decision, review, recommendation, verdict)
@@ -399,10 +429,15 @@ class Pipeline:
             if analysis.summary_json:
                 summary["analysis"] = json.loads(analysis.summary_json)
             rundir.write_json("reports/validation_summary.json", summary)
+            watch.lap("overwatch.artifacts")
             self._done(ctx, "overwatch", {"verdict": verdict, "reasons": decision_doc["review"]["reasons"],
                                           "policy_version": review.policy_version, "released": decision_doc["released"]},
                        review_response)
+            watch.lap("overwatch.commit")
         verdict = short_enum(decision_pb2.ReviewVerdict.Name(review_response.review.verdict), "REVIEW_VERDICT_")
+        if result_json is not None:
+            await result_json
+            watch.lap("simulation.result_artifact_wait")
         decision_doc = rundir.read_json("outputs/decision.output.json")
         record = self._update(
             ctx.run_id, "run.decision_ready", step_name="overwatch", decision_doc=decision_doc,
@@ -410,6 +445,7 @@ class Pipeline:
             payload={"recommendation": recommendation, "confidence": decision.confidence, "verdict": verdict},
         )
         self._finished(record)
+        watch.lap("run.decision_ready")
         if recommendation == "KILL" or verdict == "VETO":
             self._alert(ctx, "risk_escalation", "critical" if verdict == "VETO" else "warning",
                         f"recommendation {recommendation}, overwatch verdict {verdict}",
@@ -440,6 +476,7 @@ class Pipeline:
         times the decision's time; `documents` runs a few at a time). The request is rebuilt from the
         committed stage outputs. A failure is recorded and leaves the run's outcome alone."""
         token = correlation.set(ctx.correlation_id)
+        watch = metrics.Stopwatch()
         try:
             personas = self._committed(ctx, "personas", persona_service_pb2.GeneratePersonasResponse)
             landscape = self._committed(ctx, "competitors", competitor_service_pb2.BuildLandscapeResponse)
@@ -448,14 +485,18 @@ class Pipeline:
             request = self._analyze_request(ctx, personas, landscape, self._simulation_config(ctx, personas, landscape),
                                             result, memory)
             del personas, landscape, result, memory
+            watch.lap("documents.request")
             answer = await self.clients.analysis.Analyze(request, timeout=max(1.0, self.settings.stage_timeout_s))
             del request
+            watch.lap("documents.call")
             rundir = self.store.rundir(ctx.run_id)
             await asyncio.to_thread(rundir.write_text, "reports/validation_report.html", answer.report_html)
             await asyncio.to_thread(rundir.write_bytes, "reports/analysis_report.pdf", answer.report_pdf)
+            watch.lap("documents.artifacts")
             self.store.update(ctx.run_id, "reports.rendered", payload={
                 "files": ["reports/validation_report.html", "reports/analysis_report.pdf"],
                 "pdf_bytes": len(answer.report_pdf)})
+            watch.lap("documents.commit")
         except Exception as exc:  # best effort after the decision: never turns a decided run into a failed one
             log.warning("reports of run %s not rendered: %s", ctx.run_id, exc)
             with contextlib.suppress(Exception):
@@ -619,6 +660,20 @@ def planned_utility_evaluations(config: simulation_pb2.SimulationConfig) -> int:
     offerings = 1 + len(config.competitors)
     iterations = config.iterations + simconfig.swing_iterations(config)
     return iterations * simconfig.customers_per_iteration(config) * offerings * max(1, len(config.price_grid))
+
+
+def write_in_background(rundir: RunDirectory, relative: str, message) -> asyncio.Future:
+    """Write `message` as the run directory's JSON artifact `relative` in a worker thread. The caller
+    awaits the future before the state that promises the file, where a failure is raised; a failure
+    is also logged, so that one nobody awaits any more (the run failed first) is not lost."""
+    future = asyncio.ensure_future(asyncio.to_thread(lambda: rundir.write_json(relative, to_dict(message))))
+
+    def unawaited_failure(done: asyncio.Future) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            log.warning("could not write %s of run %s: %s", relative, rundir.run_id, done.exception())
+
+    future.add_done_callback(unawaited_failure)
+    return future
 
 
 def without_samples(result: simulation_pb2.SimulationResult) -> simulation_pb2.SimulationResult:

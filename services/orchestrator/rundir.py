@@ -31,6 +31,8 @@ from typing import Any, Protocol
 from smvm.errors import SmvmError
 from smvm.ids import check_id
 
+from services.orchestrator import artifact_json
+
 OUTPUT_FILES = (
     "personas.output.json",
     "competitors.output.json",
@@ -80,8 +82,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def json_bytes(obj: Any) -> bytes:
-    """How every JSON artifact of a run directory is spelled."""
-    return (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()
+    """How every JSON artifact of a run directory is spelled: `json.dumps(obj, indent=2, default=str)`
+    and a newline (artifact_json.dumps writes that text, faster)."""
+    return (artifact_json.dumps(obj) + "\n").encode()
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

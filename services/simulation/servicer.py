@@ -12,6 +12,7 @@ import threading
 import time
 from typing import AsyncIterator, Callable
 
+from smvm import metrics
 from smvm.config import Settings
 from smvm.errors import Cancelled, DeadlineExceeded, InvalidArgument
 from smvm.server import ServiceHost
@@ -98,8 +99,15 @@ class SimulationServicer(pb_grpc.SimulationServiceServicer):
         total = spec.n_chunks
 
         def work(on_progress, should_stop):
+            watch = metrics.Stopwatch()
             partial = runner.run_chunks(spec, 0, total, on_progress=on_progress, should_stop=should_stop)
-            return convert.output_to_proto(runner.merge(spec, [partial]))
+            watch.lap("simulation.engine.chunks")
+            output = runner.merge(spec, [partial])
+            watch.lap("simulation.engine.merge")
+            result = convert.output_to_proto(output)
+            watch.lap("simulation.engine.result_proto")
+            metrics.RUN_SEGMENT.labels("simulation.engine.kernel").observe(output.kernel_seconds)  # in chunks, summed over threads
+            return result
 
         async for item in _run_with_progress(work, context, total):
             if isinstance(item, simulation_pb2.SimulationProgress):
@@ -116,8 +124,13 @@ class SimulationServicer(pb_grpc.SimulationServiceServicer):
             raise InvalidArgument("chunk_count", f"must be in [1, {spec.n_chunks - start}]")
 
         def work(on_progress, should_stop):
+            watch = metrics.Stopwatch()
             partial = runner.run_chunks(spec, start, count, on_progress=on_progress, should_stop=should_stop)
-            return convert.shard_to_proto(partial)
+            watch.lap("simulation.engine.chunks")
+            shard = convert.shard_to_proto(partial)
+            watch.lap("simulation.engine.shard_proto")
+            metrics.RUN_SEGMENT.labels("simulation.engine.kernel").observe(partial.kernel_seconds)  # in chunks, summed over threads
+            return shard
 
         async for item in _run_with_progress(work, context, count):
             if isinstance(item, simulation_pb2.SimulationProgress):
@@ -129,9 +142,14 @@ class SimulationServicer(pb_grpc.SimulationServiceServicer):
         spec = convert.spec_from_proto(request.config)
         if not request.shards:
             raise InvalidArgument("shards", "at least one shard is required")
+        watch = metrics.Stopwatch()
         partials = [convert.shard_from_proto(s) for s in request.shards]
+        watch.lap("simulation.engine.shard_parse")
         output = await asyncio.to_thread(runner.merge, spec, partials)
-        return pb.MergeShardsResponse(result=convert.output_to_proto(output))
+        watch.lap("simulation.engine.merge")
+        response = pb.MergeShardsResponse(result=convert.output_to_proto(output))
+        watch.lap("simulation.engine.result_proto")
+        return response
 
 
 def build_host(settings: Settings, address: str | None = None) -> ServiceHost:

@@ -22,6 +22,8 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from common import append_row  # noqa: E402
+
 from services.analysis.decide import analyze  # noqa: E402
 from tests.analysis.test_decide import make_request  # noqa: E402
 
@@ -57,7 +59,11 @@ def main() -> None:
         "documents_overhead_ratio": statistics.median(full) / statistics.median(plain),
         "html_bytes": len(resp.report_html), "pdf_bytes": len(resp.report_pdf),
     }
-    print(json.dumps(out, indent=2))
+    print(f"analysis stage, {out['samples']} samples x {out['months']} months, median of {args.repeats}")
+    print(f"  decision only         {1000 * out['decision_only_s_median']:9.1f} ms")
+    print(f"  decision + documents  {1000 * out['with_documents_s_median']:9.1f} ms"
+          f"  ({out['documents_overhead_ratio']:.2f}x; HTML {out['html_bytes']:,} B, PDF {out['pdf_bytes']:,} B)")
+    append_row("analysis_stage", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()})
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
 

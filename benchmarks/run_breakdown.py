@@ -162,6 +162,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3, help="runs before timing (connection, caches)")
     parser.add_argument("--decide-repeats", type=int, default=9, help="in-process repeats of the decision's parts")
     parser.add_argument("--json", help="also write every figure to this file")
+    parser.add_argument("--save-request", help="also write the last run's decision-only AnalyzeRequest (binary "
+                        "protobuf) here, to profile the decision on a real request")
     args = parser.parse_args()
 
     import httpx
@@ -191,6 +193,8 @@ def main() -> int:
             for name, url in urls.items():
                 runs[name].append(delta(scrape(url), before[name]))
         request = analyze_request_of(Path(mesh.settings.runs_dir), run_id)
+    if args.save_request:
+        Path(args.save_request).write_bytes(request.SerializeToString())
     load_end = os.getloadavg()
     parts, whole = time_decision_parts(request, args.decide_repeats)
 

@@ -18,6 +18,7 @@ with customers_0 = 0 and an initial investment I spent at month 0. Then
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -60,9 +61,11 @@ def new_customers(customers, churn) -> np.ndarray:
     return np.clip(c - prev + churn * prev, 0.0, None)
 
 
-def cash_flows(revenue, customers, churn, costs: CostAssumptions) -> np.ndarray:
+def cash_flows(revenue, customers, churn, costs: CostAssumptions, adds: np.ndarray | None = None) -> np.ndarray:
+    """`adds`: new_customers(customers, churn) when the caller has it already."""
     rev = np.clip(np.asarray(revenue, dtype=float), 0.0, None)
-    return costs.gross_margin * rev - costs.cac_usd * new_customers(customers, churn) - costs.fixed_costs_monthly_usd
+    adds = new_customers(customers, churn) if adds is None else adds
+    return costs.gross_margin * rev - costs.cac_usd * adds - costs.fixed_costs_monthly_usd
 
 
 def payback_month(cash_flows, initial_investment: float) -> np.ndarray:
@@ -84,12 +87,13 @@ def break_even_month(cash_flows) -> np.ndarray:
     return np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)
 
 
-def roi(revenue, customers, churn, costs: CostAssumptions) -> np.ndarray:
+def roi(revenue, customers, churn, costs: CostAssumptions, adds: np.ndarray | None = None) -> np.ndarray:
     rev = np.clip(np.asarray(revenue, dtype=float), 0.0, None)
+    adds = new_customers(customers, churn) if adds is None else adds
     inflow = costs.gross_margin * rev.sum(axis=1)
     outflow = (
         costs.initial_investment_usd
-        + costs.cac_usd * new_customers(customers, churn).sum(axis=1)
+        + costs.cac_usd * adds.sum(axis=1)
         + costs.fixed_costs_monthly_usd * rev.shape[1]
     )
     return safe_div(inflow - outflow, outflow, 0.0)
@@ -123,11 +127,30 @@ class FinancialSummary:
     revenue_p10: float  # horizon total
     revenue_p50: float
     revenue_p90: float
-    monthly_p10: np.ndarray
-    monthly_p50: np.ndarray
-    monthly_p90: np.ndarray
     break_even_cac_p50: float
     costs: CostAssumptions
+    monthly_revenue: np.ndarray  # (n, months), cleaned: the fan's source
+    weights: np.ndarray
+
+    @cached_property
+    def _monthly(self) -> np.ndarray:
+        """(months, 3) weighted P10 / P50 / P90 of each month's revenue. Computed on first use:
+        the tornado's and the pivots' scenarios never read the fan, only the run's own scenario does."""
+        if not self.horizon_months:
+            return np.zeros((0, 3))
+        return wquantile_columns(self.monthly_revenue, self.weights, [0.1, 0.5, 0.9])
+
+    @property
+    def monthly_p10(self) -> np.ndarray:
+        return self._monthly[:, 0]
+
+    @property
+    def monthly_p50(self) -> np.ndarray:
+        return self._monthly[:, 1]
+
+    @property
+    def monthly_p90(self) -> np.ndarray:
+        return self._monthly[:, 2]
 
 
 def summarise(revenue, customers, churn, weights, costs: CostAssumptions, payback_window: int = 24) -> FinancialSummary:
@@ -135,20 +158,16 @@ def summarise(revenue, customers, churn, weights, costs: CostAssumptions, paybac
     cust = np.clip(np.nan_to_num(np.atleast_2d(np.asarray(customers, dtype=float))), 0.0, None)
     n, months = rev.shape
     w = np.asarray(weights, dtype=float)
-    cf = cash_flows(rev, cust, churn, costs)
+    gross_adds = new_customers(cust, churn)
+    cf = cash_flows(rev, cust, churn, costs, gross_adds)
     npv_k = np.atleast_1d(npv(cf, costs.discount_rate_annual, costs.initial_investment_usd))
-    roi_k = np.atleast_1d(roi(rev, cust, churn, costs))
+    roi_k = np.atleast_1d(roi(rev, cust, churn, costs, gross_adds))
     pay_k = payback_month(cf, costs.initial_investment_usd)
     be_k = break_even_month(cf)
     total = rev.sum(axis=1)
-    if months:
-        monthly = wquantile_columns(rev, w, [0.1, 0.5, 0.9])
-        m10, m50, m90 = monthly[:, 0], monthly[:, 1], monthly[:, 2]
-    else:
-        m10 = m50 = m90 = np.zeros(0)
     # NPV = A - CAC * B per iteration; the CAC where NPV = 0 is A / B.
     d = discount_factors(months, costs.discount_rate_annual)
-    adds = new_customers(cust, churn) @ d if months else np.zeros(n)
+    adds = gross_adds @ d if months else np.zeros(n)
     a = npv_k + costs.cac_usd * adds
     be_cac = safe_div(a, adds, 0.0)
     have = adds > 0
@@ -175,11 +194,10 @@ def summarise(revenue, customers, churn, weights, costs: CostAssumptions, paybac
         revenue_p10=float(r10),
         revenue_p50=float(r50),
         revenue_p90=float(r90),
-        monthly_p10=m10,
-        monthly_p50=m50,
-        monthly_p90=m90,
         break_even_cac_p50=be_cac_p50,
         costs=costs,
+        monthly_revenue=rev,
+        weights=w,
     )
 
 

@@ -62,6 +62,17 @@ def wprob(mask, w) -> float:
     return clip01(float(np.dot(mask.astype(float), w)))
 
 
+def equal_weights(w: np.ndarray) -> bool:
+    """`np.allclose(w, w[0])` (default tolerances) from two reductions instead of five temporaries:
+    every |w_i - w_0| <= 1e-8 + 1e-5 |w_0| holds exactly when it holds for the largest and the smallest w_i."""
+    if w.size == 0:
+        return True
+    lo, hi, first = float(w.min()), float(w.max()), float(w[0])
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return bool(np.allclose(w, first))
+    return max(hi - first, first - lo) <= 1e-8 + 1e-5 * abs(first)
+
+
 def wquantile(x, w, q):
     """Weighted quantile(s) of finite values `x`; numpy's linear rule when the weights are equal.
 
@@ -77,7 +88,7 @@ def wquantile(x, w, q):
         order = np.argsort(x, kind="stable")
         xs, cum = x[order], np.cumsum(w[order]) / max(float(w.sum()), 1e-300)
         out = xs[np.clip(np.searchsorted(cum, q_arr - 1e-12, side="left"), 0, xs.size - 1)]
-    elif np.allclose(w, w[0]):
+    elif equal_weights(w):
         out = np.quantile(x, q_arr)
     else:
         order = np.argsort(x, kind="stable")
@@ -94,7 +105,7 @@ def wquantile_columns(x, w, q):
     x = np.asarray(x, dtype=float)
     w = np.asarray(w, dtype=float)
     q_arr = np.atleast_1d(np.asarray(q, dtype=float))
-    if x.ndim == 2 and x.shape[0] and x.shape[1] and not np.isinf(x).any() and np.allclose(w, w[0]):
+    if x.ndim == 2 and x.shape[0] and x.shape[1] and not np.isinf(x).any() and equal_weights(w):
         out = np.quantile(x, q_arr, axis=0).T
     else:
         out = np.array([wquantile(x[:, j], w, q_arr) for j in range(x.shape[1])]).reshape(x.shape[1], q_arr.size)

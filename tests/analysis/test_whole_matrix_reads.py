@@ -10,7 +10,8 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from services.analysis.inputs import _clean, read_simulation
-from services.analysis.stats import wquantile, wquantile_columns
+from services.analysis import financials
+from services.analysis.stats import equal_weights, wquantile, wquantile_columns
 from smvm.v1 import simulation_pb2
 
 VALUES = st.floats(allow_nan=True, allow_infinity=True, width=64) | st.sampled_from([0.0, -0.0, 1.0, 1e300])
@@ -38,6 +39,40 @@ def test_quantile_columns_are_the_column_by_column_quantiles(xw, q):
     got = wquantile_columns(x, w, q)
     assert got.shape == ((x.shape[1],) if np.ndim(q) == 0 else (x.shape[1], len(q)))
     np.testing.assert_array_equal(got, expected.reshape(got.shape))
+
+
+@settings(max_examples=500, deadline=None)
+@given(hnp.arrays(np.float64, st.integers(0, 12), elements=VALUES | st.floats(0.0, 1.0)),
+       st.sampled_from([0.0, 1e-9, 1e-6, 1e-5, 1e-3]))
+def test_equal_weights_is_numpys_allclose_to_the_first(w, jitter):
+    w = w.copy()
+    if w.size > 1 and np.isfinite(w[0]):
+        w[1:] = np.where(np.isfinite(w[1:]), w[0] + jitter * np.arange(1, w.size), w[1:])
+    assert equal_weights(w) == (w.size == 0 or bool(np.allclose(w, w[0])))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 20), st.integers(1, 8), st.floats(0.0, 0.5), st.booleans(), st.randoms(use_true_random=False))
+def test_summary_shares_gross_adds_and_computes_the_fan_on_first_use(n, months, churn, equal, rnd):
+    """The summary computes gross adds once for cash flows, ROI and break-even CAC, and the monthly fan
+    only when read: the same figures as the functions taken one by one."""
+    rng = np.random.default_rng(rnd.randrange(2**32))
+    rev = rng.gamma(2.0, 100.0, (n, months)) * (rng.random((n, months)) > 0.1)
+    cust = np.cumsum(rng.integers(0, 5, (n, months)), axis=1).astype(float)
+    churn_k = np.full(n, churn)
+    w = np.full(n, 1.0 / n) if equal else rng.dirichlet(np.ones(n))
+    costs = financials.CostAssumptions(cac_usd=40.0, gross_margin=0.7, fixed_costs_monthly_usd=300.0,
+                                       initial_investment_usd=5_000.0, discount_rate_annual=0.1)
+    summary = financials.summarise(rev, cust, churn_k, w, costs)
+    cf = financials.cash_flows(rev, cust, churn_k, costs)
+    np.testing.assert_array_equal(summary.npv, financials.npv(cf, 0.1, 5_000.0))
+    np.testing.assert_array_equal(summary.roi, financials.roi(rev, cust, churn_k, costs))
+    assert "_monthly" not in vars(summary)  # not computed until read
+    fan = wquantile_columns(rev, w, [0.1, 0.5, 0.9])
+    rev[:] = 0.0  # the caller's array changing before the fan is read does not move it
+    np.testing.assert_array_equal(summary.monthly_p10, fan[:, 0])
+    np.testing.assert_array_equal(summary.monthly_p50, fan[:, 1])
+    np.testing.assert_array_equal(summary.monthly_p90, fan[:, 2])
 
 
 def one_sample_at_a_time(sim, idx, n_grid):

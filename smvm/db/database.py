@@ -14,9 +14,10 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from smvm.errors import AlreadyExists, Unavailable
 
@@ -83,6 +84,81 @@ class Transaction:
         return " FOR UPDATE" if self.dialect == POSTGRESQL else ""
 
 
+# The writer's own automatic checkpoint stays as a backstop, far above the background one's work:
+# it only runs if the checkpointer thread cannot keep up (e.g. a long reader pins the WAL).
+BACKSTOP_AUTOCHECKPOINT_PAGES = 16_384  # 64 MiB of 4 KiB pages
+
+
+class WalCheckpointer:
+    """Copies committed WAL frames back into the SQLite database file on its own thread and connection.
+
+    SQLite's automatic checkpoint runs inside the commit that crosses its threshold (1,000 pages), so
+    the commit of a large stage output (a default run's simulation result is about 5.5 MB) also paid
+    for copying the whole WAL back: 100 ms against 34 ms without it on this machine (a 5.5 MB blob,
+    synchronous=FULL). A commit is durable once its WAL frames are synced, so the copy can happen
+    beside the next step of the run. The thread starts on the first write, coalesces the writes that
+    arrive while it works (one PASSIVE checkpoint for all of them, at most one per `min_interval_s`),
+    and ends after `idle_s` without writes, so an idle or forgotten Database holds no thread.
+    """
+
+    def __init__(self, path: str, min_interval_s: float = 0.05, idle_s: float = 5.0):
+        self.path = path
+        self.min_interval_s = min_interval_s
+        self.idle_s = idle_s
+        self.checkpoints = 0
+        self._wake = threading.Event()
+        self._guard = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.closed = False
+
+    def written(self) -> None:
+        """A write transaction committed: checkpoint soon."""
+        with self._guard:
+            if self.closed:
+                return
+            self._wake.set()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="sqlite-wal-checkpoint", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        try:  # mode=rw: never create the file (a database removed meanwhile stays removed)
+            conn = sqlite3.connect(f"file:{quote(self.path)}?mode=rw", uri=True, isolation_level=None,
+                                   check_same_thread=False, timeout=1.0)
+        except sqlite3.Error as err:
+            log.debug("background WAL checkpoint unavailable: %s", err)
+            with self._guard:
+                self._thread = None
+            return
+        try:
+            while True:
+                if not self._wake.wait(self.idle_s):
+                    with self._guard:  # idle: end, unless a write arrived just now
+                        if not self._wake.is_set():
+                            self._thread = None
+                            return
+                self._wake.clear()
+                if self.closed:
+                    return
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                except sqlite3.Error as err:  # another process checkpointing, or the file went away
+                    log.debug("background WAL checkpoint skipped: %s", err)
+                if self.min_interval_s > 0:
+                    time.sleep(self.min_interval_s)
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        with self._guard:
+            self.closed = True
+            self._wake.set()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5.0)
+
+
 class Database:
     """One connection to the store's database, used by one process (thread-safe, serialised)."""
 
@@ -91,6 +167,7 @@ class Database:
         self.dialect = dialect_of(url)
         self._lock = threading.RLock()
         self._conn: Any = None
+        self.checkpointer: WalCheckpointer | None = None  # SQLite: made with the connection
 
     # ------------------------------------------------------------------ connection
     def _connect(self) -> Any:
@@ -103,6 +180,9 @@ class Database:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_AUTOCHECKPOINT_PAGES}")  # see WalCheckpointer
+            if self.checkpointer is None or self.checkpointer.closed:
+                self.checkpointer = WalCheckpointer(path)
             return conn
         import psycopg
 
@@ -128,6 +208,8 @@ class Database:
                 with contextlib.suppress(Exception):
                     self._conn.close()
                 self._conn = None
+        if self.checkpointer is not None:
+            self.checkpointer.close()
 
     def sql(self, text: str) -> str:
         return text.replace("?", "%s") if self.dialect == POSTGRESQL else text
@@ -172,6 +254,8 @@ class Database:
             except sqlite3.IntegrityError as err:
                 conn.rollback()
                 raise AlreadyExists(str(err), reason="CONFLICT") from err
+            if begin == "BEGIN IMMEDIATE" and self.checkpointer is not None:
+                self.checkpointer.written()
         finally:
             cursor.close()
 

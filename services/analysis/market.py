@@ -7,6 +7,12 @@
   summarised by P10/P50/P90; P50 is the figure of record.
 - Reconciliation: ratio = bottom-up P50 / top-down SOM; they disagree when the ratio is above
   `factor` or below 1/`factor`. With no top-down SOM the ratio is 0 and nothing is flagged.
+
+Why only SOM has a bottom-up figure: the simulated market is built from the SAM (the orchestrator's
+simconfig sets the reachable customers to SAM / (12 x the personas' WTP median)), so a "bottom-up"
+SAM (reachable customers x price x 12) would return the input, and TAM lies outside the simulated
+market altogether. Simulated adoption is evidence about the obtainable share only, which is what
+the SOM reconciliation tests; the report says so in the TAM and SAM rows.
 """
 
 from __future__ import annotations

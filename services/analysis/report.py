@@ -78,8 +78,9 @@ def render(*, request, decision, recommendation, used, best, sim, wtp, optimum, 
     m = decision.market
     lines += ["## Market sizing (USD/year)", ""]
     lines += _table(["", "Top-down (inputs)", "Bottom-up (simulation)"],
-                    [["TAM", _money(m.tam_usd) if m.tam_usd else "not given", ""],
-                     ["SAM", _money(m.sam_usd) if m.sam_usd else "not given", ""],
+                    [["TAM", _money(m.tam_usd) if m.tam_usd else "not given", "not simulated: the simulated market is the SAM"],
+                     ["SAM", _money(m.sam_usd) if m.sam_usd else "not given",
+                      "an input, not a finding: the simulated market is the idea's SAM / (12 x WTP P50) customers"],
                      ["SOM", _money(m.som_usd) if m.som_usd else "not given",
                       f"{_money(used.market.som_bottom_up_usd)} (P10 {_money(used.market.som_bottom_up_p10_usd)}, P90 {_money(used.market.som_bottom_up_p90_usd)})"]])
     lines += [f"- Top-down figures: {used.market.source}."]
